@@ -1,0 +1,13 @@
+//! xverse-tests: end-to-end tests and the oracle tests against llama.cpp release b2757.
+//!
+//! * [`oracle`]: safe wrappers over ggml's and llama.cpp's C API (quantizers, dequantizers,
+//!   fp16 conversion, the GGUF reader and writer, model loading and decoding). `build.rs`
+//!   compiles `llama.cpp` itself; ggml comes from the `ggml-sys-bleedingedge` crate.
+//! * [`rng`]: a small deterministic PRNG (splitmix64 + Box-Muller) so test inputs are the same
+//!   on every run and every machine.
+//! * [`rows`]: the input rows the quantizer comparisons use: random rows from several
+//!   distributions and hand-made edge rows.
+
+pub mod oracle;
+pub mod rng;
+pub mod rows;

@@ -68,8 +68,14 @@ fn ggml_src() -> PathBuf {
 
 fn main() {
     let src = ggml_src();
-    for f in SOURCES.iter().chain(["llama.h", "unicode.h", "unicode-data.h"].iter()) {
-        println!("cargo:rerun-if-changed={}", Path::new(&src).join(f).display());
+    for f in SOURCES
+        .iter()
+        .chain(["llama.h", "unicode.h", "unicode-data.h"].iter())
+    {
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(&src).join(f).display()
+        );
     }
 
     let mut build = cc::Build::new();

@@ -12,7 +12,12 @@ const ARRAY_PREVIEW: usize = 8;
 const STRING_PREVIEW: usize = 120;
 
 /// Opens `path` and prints its description to `out`.
-pub fn run(path: &Path, json: bool, full: bool, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(
+    path: &Path,
+    json: bool,
+    full: bool,
+    out: &mut dyn Write,
+) -> Result<(), Box<dyn std::error::Error>> {
     let gguf = Gguf::open(path)?;
     if json {
         let v = to_json(&gguf, full);
@@ -37,8 +42,13 @@ fn value_text(v: &Value, full: bool) -> String {
     match v {
         Value::String(s) => format!("{:?}", shorten(s, full)),
         Value::Array(_, items) => {
-            let shown = if full { items.len() } else { items.len().min(ARRAY_PREVIEW) };
-            let mut parts: Vec<String> = items[..shown].iter().map(|i| value_text(i, full)).collect();
+            let shown = if full {
+                items.len()
+            } else {
+                items.len().min(ARRAY_PREVIEW)
+            };
+            let mut parts: Vec<String> =
+                items[..shown].iter().map(|i| value_text(i, full)).collect();
             if shown < items.len() {
                 parts.push(format!("… {} more", items.len() - shown));
             }
@@ -69,7 +79,11 @@ fn value_json(v: &Value, full: bool) -> Json {
     match v {
         Value::String(s) => Json::String(shorten(s, full)),
         Value::Array(t, items) => {
-            let shown = if full { items.len() } else { items.len().min(ARRAY_PREVIEW) };
+            let shown = if full {
+                items.len()
+            } else {
+                items.len().min(ARRAY_PREVIEW)
+            };
             let mut obj = Map::new();
             obj.insert("type".into(), json!(t.name()));
             obj.insert("len".into(), json!(items.len()));
@@ -163,7 +177,12 @@ fn to_json(gguf: &Gguf, full: bool) -> Json {
 }
 
 fn write_text(gguf: &Gguf, full: bool, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "file:        {} ({} bytes)", gguf.name(), gguf.file_size())?;
+    writeln!(
+        out,
+        "file:        {} ({} bytes)",
+        gguf.name(),
+        gguf.file_size()
+    )?;
     writeln!(
         out,
         "gguf:        version {}, alignment {}, tensor data at offset {}",
@@ -172,19 +191,40 @@ fn write_text(gguf: &Gguf, full: bool, out: &mut dyn Write) -> io::Result<()> {
         gguf.data_offset()
     )?;
     writeln!(out, "\nmetadata ({} keys):", gguf.metadata().len())?;
-    let kw = gguf.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let kw = gguf
+        .metadata()
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
     for (k, v) in gguf.metadata() {
-        writeln!(out, "  {k:kw$}  {:<16} {}", type_text(v), value_text(v, full))?;
+        writeln!(
+            out,
+            "  {k:kw$}  {:<16} {}",
+            type_text(v),
+            value_text(v, full)
+        )?;
     }
     writeln!(out, "\ntensors ({}):", gguf.tensors().len())?;
-    let nw = gguf.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let nw = gguf
+        .tensors()
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     writeln!(
         out,
         "  {:>5}  {:nw$}  {:<5}  {:<26}  {:>14}  {:>14}",
         "#", "name", "type", "shape (ggml order)", "offset", "bytes"
     )?;
     for (i, t) in gguf.tensors().iter().enumerate() {
-        let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ");
+        let shape = t
+            .dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" x ");
         writeln!(
             out,
             "  {i:>5}  {:nw$}  {:<5}  {shape:<26}  {:>14}  {:>14}",

@@ -29,7 +29,11 @@ fn text_output_lists_metadata_and_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), GgmlType::Q8_0);
     let out = inspect(&[], &path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("version 3, alignment 32"), "{text}");
     assert!(text.contains("general.architecture"), "{text}");
@@ -38,11 +42,20 @@ fn text_output_lists_metadata_and_tensors() {
     assert!(text.contains("[string; 512]"), "{text}");
     assert!(text.contains("… 504 more"), "{text}");
     // a 64-wide attention tensor is q8_0; the 172-wide ffn_down fell back to a non-block type
-    let q = text.lines().find(|l| l.contains("blk.0.attn_q.weight ")).expect("attn_q row");
+    let q = text
+        .lines()
+        .find(|l| l.contains("blk.0.attn_q.weight "))
+        .expect("attn_q row");
     assert!(q.contains("q8_0") && q.contains("64 x 64"), "{q}");
-    let down = text.lines().find(|l| l.contains("blk.0.ffn_down.weight ")).expect("ffn_down row");
+    let down = text
+        .lines()
+        .find(|l| l.contains("blk.0.ffn_down.weight "))
+        .expect("ffn_down row");
     assert!(down.contains("172 x 64"), "{down}");
-    assert!(text.contains("total: 21 tensors, 164672 elements"), "{text}");
+    assert!(
+        text.contains("total: 21 tensors, 164672 elements"),
+        "{text}"
+    );
 
     let full = inspect(&["--full"], &path);
     let full = String::from_utf8(full.stdout).unwrap();
@@ -55,7 +68,11 @@ fn json_output_is_one_object_with_exact_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny(dir.path(), GgmlType::F16);
     let out = inspect(&["--json"], &path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     let g = xverse_quant::gguf::Gguf::open(&path).unwrap();
     assert_eq!(v["version"], 3);
@@ -65,7 +82,10 @@ fn json_output_is_one_object_with_exact_numbers() {
     assert_eq!(v["metadata"]["general.architecture"]["value"], "xverse");
     assert_eq!(v["metadata"]["xverse.block_count"]["value"], 2);
     assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["value"]["len"], 512);
-    assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["value"]["truncated"], true);
+    assert_eq!(
+        v["metadata"]["tokenizer.ggml.tokens"]["value"]["truncated"],
+        true
+    );
     let tensors = v["tensors"].as_array().unwrap();
     assert_eq!(tensors.len(), g.tensors().len());
     for (j, t) in tensors.iter().zip(g.tensors()) {
@@ -99,9 +119,16 @@ fn broken_files_give_one_clear_line() {
         let out = inspect(&[], &path);
         assert!(!out.status.success(), "{name} must be refused");
         let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line, got {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{name}: one line, got {err}"
+        );
         assert!(err.starts_with("xverse-convert: "), "{name}: {err}");
-        assert!(err.contains(&format!("{name}.gguf")), "{name}: message names the file: {err}");
+        assert!(
+            err.contains(&format!("{name}.gguf")),
+            "{name}: message names the file: {err}"
+        );
         assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
     }

@@ -44,7 +44,8 @@ pub struct TinySpec {
     pub vocab: usize,
     pub context: usize,
     /// Type of the 2-D weights; a tensor whose row length is not a multiple of this type's
-    /// block size is written as F16 instead. Norms are always F32.
+    /// block size is written as F16 instead. Norms are always F32. (BF16 files need a llama.cpp
+    /// newer than b2757, which has no BF16 type.)
     pub ty: GgmlType,
     pub seed: u64,
 }

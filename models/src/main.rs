@@ -39,6 +39,7 @@ struct TinyArgs {
     output: PathBuf,
     /// Type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k.
     /// A tensor whose rows are not whole blocks of it is written as f16; norms are f32.
+    /// (llama.cpp b2757 cannot load bf16.)
     #[arg(short = 't', long = "type", default_value = "f32", value_parser = parse_type)]
     ty: GgmlType,
     /// Start from the shape of a preset (see `xverse-models presets`); the flags below override it.

@@ -101,7 +101,9 @@ impl Hparams {
         };
         let rms_norm_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         if !(rope_freq_base.is_finite() && rope_freq_base > 0.0) {
-            return Err(invalid(format!("rope.freq_base {rope_freq_base} is not positive")));
+            return Err(invalid(format!(
+                "rope.freq_base {rope_freq_base} is not positive"
+            )));
         }
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
             return Err(invalid(format!(

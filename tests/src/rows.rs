@@ -127,7 +127,13 @@ pub fn edge_rows() -> Vec<(String, Vec<f32>)> {
     // Only one non-zero value per block.
     rows.push((
         "one non-zero per block".into(),
-        row_from(|i| if i % 32 == 11 { (i as f32 - 100.0) * 0.37 } else { 0.0 }),
+        row_from(|i| {
+            if i % 32 == 11 {
+                (i as f32 - 100.0) * 0.37
+            } else {
+                0.0
+            }
+        }),
     ));
     rows.push((
         "single non-zero in the row".into(),
@@ -219,15 +225,15 @@ pub fn edge_rows() -> Vec<(String, Vec<f32>)> {
         row_from(|i| -1.0 + 2.0 * i as f32 / (ROW_LEN - 1) as f32),
     ));
     rows.push(("integers 0..255".into(), row_from(|i| i as f32)));
-    rows.push((
-        "integers -128..127".into(),
-        row_from(|i| i as f32 - 128.0),
-    ));
+    rows.push(("integers -128..127".into(), row_from(|i| i as f32 - 128.0)));
     rows.push((
         "integers -16..15 per block".into(),
         row_from(|i| (i % 32) as f32 - 16.0),
     ));
-    rows.push(("all positive".into(), normal_row(1.0).iter().map(|v| v.abs() + 0.5).collect()));
+    rows.push((
+        "all positive".into(),
+        normal_row(1.0).iter().map(|v| v.abs() + 0.5).collect(),
+    ));
     rows.push((
         "all negative".into(),
         normal_row(1.0).iter().map(|v| -v.abs() - 0.5).collect(),
@@ -251,10 +257,7 @@ pub fn edge_rows() -> Vec<(String, Vec<f32>)> {
                         let v = step * (j + 0.5) * if i % 2 == 0 { 1.0 } else { -1.0 };
                         nudge_ulps(v, nudge)
                     });
-                    rows.push((
-                        format!("boundaries A={amax} k={k} nudge={nudge}"),
-                        r,
-                    ));
+                    rows.push((format!("boundaries A={amax} k={k} nudge={nudge}"), r));
                 }
             }
         }
@@ -263,11 +266,23 @@ pub fn edge_rows() -> Vec<(String, Vec<f32>)> {
     // rules of the 32-blocks).
     rows.push((
         "half-integers with max -8".into(),
-        row_from(|i| if i % 32 == 0 { -8.0 } else { (i % 16) as f32 - 7.5 }),
+        row_from(|i| {
+            if i % 32 == 0 {
+                -8.0
+            } else {
+                (i % 16) as f32 - 7.5
+            }
+        }),
     ));
     rows.push((
         "half-integers with max 16".into(),
-        row_from(|i| if i % 32 == 0 { 16.0 } else { (i % 32) as f32 - 15.5 }),
+        row_from(|i| {
+            if i % 32 == 0 {
+                16.0
+            } else {
+                (i % 32) as f32 - 15.5
+            }
+        }),
     ));
 
     rows

@@ -73,7 +73,7 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 }
 
 fn check(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), BlockError> {
-    if elements % ty.block_size() != 0 {
+    if !elements.is_multiple_of(ty.block_size()) {
         return Err(BlockError::NotWholeBlocks { ty, elements });
     }
     let expected = elements / ty.block_size() * ty.type_size();
@@ -188,7 +188,11 @@ mod tests {
         let mut out = [0f32; 32];
         assert!(matches!(
             dequantize_row(GgmlType::Q4_0, &[0u8; 17], &mut out),
-            Err(BlockError::ByteLength { expected: 18, found: 17, .. })
+            Err(BlockError::ByteLength {
+                expected: 18,
+                found: 17,
+                ..
+            })
         ));
         assert!(matches!(
             dequantize_row(GgmlType::Q4K, &[0u8; 144], &mut out),

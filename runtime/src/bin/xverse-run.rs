@@ -24,7 +24,11 @@ fn main() -> ExitCode {
     };
     match Hparams::from_gguf(&g) {
         Ok(h) => {
-            println!("{}: xverse model, {:.3} B parameters", g.name(), h.parameters() as f64 / 1e9);
+            println!(
+                "{}: xverse model, {:.3} B parameters",
+                g.name(),
+                h.parameters() as f64 / 1e9
+            );
             println!("{h:#?}");
             eprintln!("xverse-run: text generation is not implemented yet (model checked only)");
             ExitCode::from(2)

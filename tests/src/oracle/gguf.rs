@@ -222,7 +222,7 @@ pub fn read_file(path: &Path, with_data: bool) -> Result<GgufFile> {
     }
     let g = ctxs.gguf;
 
-    // SAFETY (for the getters below): `g` is a live gguf_context owned by `ctxs`; every index
+    // SAFETY: (this and the getters below) `g` is a live gguf_context owned by `ctxs`; every index
     // passed is within the counts ggml reports, and each typed getter is only called after
     // checking that the key has that type (the getters GGML_ASSERT the type).
     let (version, alignment, data_offset, n_kv, n_tensors) = unsafe {
@@ -280,7 +280,9 @@ pub fn read_file(path: &Path, with_data: bool) -> Result<GgufFile> {
                         }
                     }
                 } else {
-                    return err(format!("{key}: array of type {ety} is not readable by b2757"));
+                    return err(format!(
+                        "{key}: array of type {ety} is not readable by b2757"
+                    ));
                 }
                 GgufValue::Array(ety, items)
             }
@@ -310,7 +312,12 @@ pub fn read_file(path: &Path, with_data: bool) -> Result<GgufFile> {
         // SAFETY: see above; `i < n_tensors`; the name is owned by `g` and copied at once.
         let name = unsafe { owned_str(sys::gguf_get_tensor_name(g, i), "tensor name")? };
         // SAFETY: see above.
-        let (ty, offset) = unsafe { (sys::gguf_get_tensor_type(g, i), sys::gguf_get_tensor_offset(g, i)) };
+        let (ty, offset) = unsafe {
+            (
+                sys::gguf_get_tensor_type(g, i),
+                sys::gguf_get_tensor_offset(g, i),
+            )
+        };
         let cname = CString::new(name.clone())
             .map_err(|_| super::OracleError(format!("tensor name {name:?} has a NUL")))?;
         // SAFETY: `ctxs.ggml` is the ggml context gguf_init_from_file filled with one tensor per
@@ -489,7 +496,9 @@ fn check_writable(key: &str, v: &GgufValue) -> Result<()> {
         GgufValue::String(s) if s.contains('\0') => err(format!("{key}: string has a NUL")),
         GgufValue::Array(ety, items) => {
             if *ety == vt::ARRAY {
-                return err(format!("{key}: b2757 cannot write or read arrays of arrays"));
+                return err(format!(
+                    "{key}: b2757 cannot write or read arrays of arrays"
+                ));
             }
             if *ety != vt::STRING && fixed_size(*ety).is_none() {
                 return err(format!("{key}: unknown element type {ety}"));
@@ -668,7 +677,7 @@ fn prescan(b: &[u8]) -> std::result::Result<(), String> {
             return Err(format!("tensor {name}: type {ty} unknown to b2757"));
         }
         let bs = super::ggml_block_size(ty).unwrap_or(1) as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(format!("tensor {name}: {n} elements, block {bs}"));
         }
         c.u64()?;
@@ -695,7 +704,10 @@ mod tests {
                 "a.strs".to_string(),
                 GgufValue::Array(
                     vt::STRING,
-                    vec![GgufValue::String("x".into()), GgufValue::String(String::new())],
+                    vec![
+                        GgufValue::String("x".into()),
+                        GgufValue::String(String::new()),
+                    ],
                 ),
             ),
         ];

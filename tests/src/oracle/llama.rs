@@ -12,7 +12,11 @@ use std::ptr::NonNull;
 use std::sync::Once;
 
 /// The log callback handed to `llama_log_set`.
-unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _user: *mut c_void) {
+unsafe extern "C" fn log_callback(
+    level: sys::ggml_log_level,
+    text: *const c_char,
+    _user: *mut c_void,
+) {
     if text.is_null() {
         return;
     }
@@ -21,7 +25,9 @@ unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_cha
         return;
     }
     // SAFETY: llama.cpp passes a NUL-terminated message that lives for the duration of the call.
-    let msg = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned();
     // Never unwind into C: a failing eprint! (closed stderr) is ignored.
     let _ = std::panic::catch_unwind(move || eprint!("[llama.cpp] {msg}"));
 }
@@ -161,7 +167,9 @@ pub struct Context<'m> {
 
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("n_ctx", &self.n_ctx).finish()
+        f.debug_struct("Context")
+            .field("n_ctx", &self.n_ctx)
+            .finish()
     }
 }
 

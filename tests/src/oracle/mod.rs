@@ -94,7 +94,7 @@ pub fn ggml_type_size(id: u32) -> Option<usize> {
 pub fn ggml_row_size(id: u32, n: usize) -> Option<usize> {
     let bs = ggml_block_size(id)?;
     let ts = ggml_type_size(id)?;
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return None;
     }
     (n / bs).checked_mul(ts)
@@ -112,5 +112,9 @@ pub fn ggml_type_name(id: u32) -> Option<String> {
         return None;
     }
     // SAFETY: `p` is a non-null pointer to a static NUL-terminated C string.
-    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }

@@ -119,7 +119,10 @@ fn byte_len(ty: GgmlType, n: usize) -> Result<usize> {
     }
     match ggml_row_size(ty.id(), n) {
         Some(b) => Ok(b),
-        None => err(format!("{n} elements are not whole blocks of {}", ty.name())),
+        None => err(format!(
+            "{n} elements are not whole blocks of {}",
+            ty.name()
+        )),
     }
 }
 
@@ -177,7 +180,7 @@ pub fn quantize_chunk(ty: GgmlType, x: &[f32], n_per_row: usize) -> Result<Vec<u
     if !chunk_supports(ty) {
         return err(format!("ggml_quantize_chunk does not handle {}", ty.name()));
     }
-    if n_per_row == 0 || x.len() % n_per_row != 0 {
+    if n_per_row == 0 || !x.len().is_multiple_of(n_per_row) {
         return err(format!(
             "{} elements are not whole rows of {n_per_row}",
             x.len()
@@ -241,7 +244,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
         _ => {}
     }
     let Some(f) = dequantizer(ty) else {
-        return err(format!("ggml b2757 has no dequantize_row for {}", ty.name()));
+        return err(format!(
+            "ggml b2757 has no dequantize_row for {}",
+            ty.name()
+        ));
     };
     let k = i64_len(n)?;
     let src = words_of(bytes);

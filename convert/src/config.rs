@@ -137,8 +137,8 @@ impl HfConfig {
     /// Parses the text of a `config.json`; `file` names it in messages.
     pub fn parse(text: &str, file: &Path) -> Result<HfConfig, ConvertError> {
         let shown = file.display();
-        let json: Json = serde_json::from_str(text)
-            .map_err(|e| convert_err!("{shown}: not valid JSON: {e}"))?;
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| convert_err!("{shown}: not valid JSON: {e}"))?;
         if !json.is_object() {
             return Err(convert_err!("{shown}: expected a JSON object"));
         }

@@ -212,7 +212,10 @@ pub fn prepare_hf(
             u32_of("max_position_embeddings", c.max_position_embeddings)?,
         ),
         (k("embedding_length"), u32_of("hidden_size", c.hidden_size)?),
-        (k("block_count"), u32_of("num_hidden_layers", c.num_hidden_layers)?),
+        (
+            k("block_count"),
+            u32_of("num_hidden_layers", c.num_hidden_layers)?,
+        ),
         (
             k("feed_forward_length"),
             u32_of("intermediate_size", c.intermediate_size)?,
@@ -418,6 +421,7 @@ pub fn execute(
         }
     }
     let pool = thread_pool(opts.threads)?;
+    check_cancel(cancel)?;
     let mut file = writer.create(output, opts.force)?;
     set_temp_file(Some(file.temp_path().to_path_buf()));
     let _guard = TempGuard;
@@ -449,11 +453,7 @@ pub fn execute(
 
 /// The end-of-run report.
 pub fn write_summary(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
-    let counts: Vec<String> = s
-        .counts
-        .iter()
-        .map(|(ty, n)| format!("{n} {ty}"))
-        .collect();
+    let counts: Vec<String> = s.counts.iter().map(|(ty, n)| format!("{n} {ty}")).collect();
     writeln!(
         out,
         "wrote {} ({}): {} tensors, {} ({})",
@@ -566,7 +566,12 @@ fn convert_one(
     let row_bytes = ty
         .bytes_for(row_len as u64)
         .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(|| convert_err!("tensor {}: rows of {row_len} are not whole {ty} blocks", t.name))?;
+        .ok_or_else(|| {
+            convert_err!(
+                "tensor {}: rows of {row_len} are not whole {ty} blocks",
+                t.name
+            )
+        })?;
     let rows_per_chunk = (CHUNK_ELEMS / row_len).max(1);
     // each rayon task quantizes about 256 Ki elements
     let rows_per_task = ((1usize << 18) / row_len).max(1);

@@ -65,8 +65,8 @@ impl GgufSource {
         // this process while mapped. Another process truncating it could fault reads, as with
         // any memory-mapped reader (llama.cpp included); every range is checked against the
         // map's length before use.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| convert_err!("cannot map {shown}: {e}"))?;
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|e| convert_err!("cannot map {shown}: {e}"))?;
         let tensors = gguf
             .tensors()
             .iter()
@@ -95,9 +95,7 @@ impl GgufSource {
     pub fn shape(&self) -> Result<ModelShape, ConvertError> {
         let g = &self.gguf;
         let key = |k: &str| format!("{GGUF_ARCH}.{k}");
-        let get = |k: &str| -> Result<usize, ConvertError> {
-            Ok(g.get_u64(&key(k))? as usize)
-        };
+        let get = |k: &str| -> Result<usize, ConvertError> { Ok(g.get_u64(&key(k))? as usize) };
         let heads = get("attention.head_count")?;
         let kv_heads = match g.get(&key("attention.head_count_kv")) {
             Some(_) => get("attention.head_count_kv")?,
@@ -224,10 +222,10 @@ impl TensorSource for GgufSource {
         if let Ok((start, len)) = self.range(name) {
             #[cfg(unix)]
             {
-                // SAFETY: MADV_DONTNEED on a read-only, file-backed, private mapping only drops
-                // clean pages; a later read faults them back in from the file with the same
-                // contents, so no reference into the map observes a change. No slice of this
-                // range is borrowed across this call by this module.
+                // SAFETY: the map is a read-only, shared, file-backed mapping, so its pages are
+                // clean: MADV_DONTNEED only drops them from this process, and a later read
+                // faults them back in from the file with the same contents. No reference into
+                // the map observes a change, and the range was checked against the map's length.
                 let _ = unsafe {
                     self.map
                         .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)

@@ -32,7 +32,12 @@ struct ConvertArgs {
     #[arg(required = true)]
     input: Option<PathBuf>,
     /// The GGUF file to write.
-    #[arg(short, long, value_name = "OUT.gguf", required_unless_present = "dry_run")]
+    #[arg(
+        short,
+        long,
+        value_name = "OUT.gguf",
+        required_unless_present = "dry_run"
+    )]
     output: Option<PathBuf>,
     /// Tensor types (llama.cpp's mixes): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q6_k,
     /// q5_k_m, q5_k_s, q4_k_m, q4_k_s. Default: the checkpoint's precision (bf16 for XVERSE's
@@ -100,9 +105,15 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
+            // clap's message up to the usage, on one line
             let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let parts: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let line = parts.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
             return fail(format!("{line} (see xverse-convert --help)"));
         }
     };

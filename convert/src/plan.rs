@@ -361,7 +361,10 @@ impl FileType {
 
     /// The mix with llama.cpp file type `id`, if it is one of these.
     pub fn from_llama_ftype(id: u32) -> Option<FileType> {
-        FileType::ALL.iter().copied().find(|t| t.llama_ftype() == id)
+        FileType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.llama_ftype() == id)
     }
 
     /// The type of the 2-D weights that no rule changes (`default_type` in llama.cpp).

@@ -106,7 +106,10 @@ fn merge_ranks(json: &Json) -> (HashMap<String, usize>, usize) {
     for (rank, m) in merges.iter().enumerate() {
         let pair = match m {
             Json::String(s) => s.split_once(' '),
-            Json::Array(v) => match (v.first().and_then(Json::as_str), v.get(1).and_then(Json::as_str)) {
+            Json::Array(v) => match (
+                v.first().and_then(Json::as_str),
+                v.get(1).and_then(Json::as_str),
+            ) {
                 (Some(a), Some(b)) => Some((a, b)),
                 _ => None,
             },
@@ -140,8 +143,9 @@ impl Vocab {
 
     /// Builds the vocab from the text of a `tokenizer.json`; `name` names it in messages.
     pub fn from_json(text: &str, files: &HfFiles, name: &str) -> Result<Vocab, ConvertError> {
-        let tokenizer = tokenizers::Tokenizer::from_str(text)
-            .map_err(|e| convert_err!("{name}: not a tokenizer the tokenizers library reads: {e}"))?;
+        let tokenizer = tokenizers::Tokenizer::from_str(text).map_err(|e| {
+            convert_err!("{name}: not a tokenizer the tokenizers library reads: {e}")
+        })?;
         let json: Json =
             serde_json::from_str(text).map_err(|e| convert_err!("{name}: not valid JSON: {e}"))?;
         let vocab_size = files.config.vocab_size;
@@ -282,7 +286,9 @@ impl Vocab {
         }
 
         let tc = files.tokenizer_config.as_ref();
-        let add_eos_token = tc.and_then(|t| t.get("add_eos_token")).and_then(Json::as_bool);
+        let add_eos_token = tc
+            .and_then(|t| t.get("add_eos_token"))
+            .and_then(Json::as_bool);
         let chat_template = tc
             .and_then(|t| t.get("chat_template"))
             .and_then(Json::as_str)
@@ -347,7 +353,10 @@ impl Vocab {
             Value::Bool(false),
         ));
         if let Some(t) = &self.chat_template {
-            m.push(("tokenizer.chat_template".to_string(), Value::String(t.clone())));
+            m.push((
+                "tokenizer.chat_template".to_string(),
+                Value::String(t.clone()),
+            ));
         }
         m.push((
             "tokenizer.huggingface.json".to_string(),

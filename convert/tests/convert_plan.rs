@@ -4,8 +4,7 @@ mod convert_common;
 
 use convert_common::{metas_for, preset_shape};
 use xverse_convert::plan::{
-    build_plan, use_more_bits, FileType, LayerTensor, ModelShape, NameMatch, Naming, Plan,
-    TensorId,
+    build_plan, use_more_bits, FileType, LayerTensor, ModelShape, NameMatch, Naming, Plan, TensorId,
 };
 use xverse_convert::source::{Dtype, TensorMeta};
 use xverse_quant::GgmlType;
@@ -30,6 +29,7 @@ fn ty(p: &Plan, name: &str) -> GgmlType {
 /// from llama.cpp's `use_more_bits` (first and last eighth, every third in between).
 fn more_bits_layers(n: usize) -> Vec<usize> {
     match n {
+        16 => vec![0, 1, 4, 7, 10, 13, 14, 15],
         32 => vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31],
         40 => vec![
             0, 1, 2, 3, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 35, 36, 37, 38, 39,
@@ -46,7 +46,7 @@ fn more_bits_layers(n: usize) -> Vec<usize> {
 
 #[test]
 fn use_more_bits_matches_the_hand_lists() {
-    for n in [32, 40, 80] {
+    for n in [16, 32, 40, 80] {
         let got: Vec<usize> = (0..n).filter(|&i| use_more_bits(i, n)).collect();
         assert_eq!(got, more_bits_layers(n), "{n} layers");
     }
@@ -75,7 +75,10 @@ fn names_and_order_follow_llama_cpp() {
             "blk.1.attn_q.weight",
         ]
     );
-    assert_eq!(&names[names.len() - 2..], &["output_norm.weight", "output.weight"]);
+    assert_eq!(
+        &names[names.len() - 2..],
+        &["output_norm.weight", "output.weight"]
+    );
     let src: Vec<&str> = p.tensors.iter().map(|t| t.source_name.as_str()).collect();
     assert_eq!(src[0], "model.embed_tokens.weight");
     assert_eq!(src[1], "model.layers.0.self_attn.q_proj.weight");
@@ -103,7 +106,10 @@ fn names_and_order_follow_llama_cpp() {
 fn name_mapping_both_ways() {
     for id in TensorId::all(3) {
         assert_eq!(TensorId::from_hf_name(&id.hf_name()), NameMatch::Tensor(id));
-        assert_eq!(TensorId::from_gguf_name(&id.gguf_name()), NameMatch::Tensor(id));
+        assert_eq!(
+            TensorId::from_gguf_name(&id.gguf_name()),
+            NameMatch::Tensor(id)
+        );
     }
     assert_eq!(
         TensorId::from_hf_name("model.layers.3.self_attn.rotary_emb.inv_freq"),
@@ -119,7 +125,10 @@ fn name_mapping_both_ways() {
     ] {
         assert_eq!(TensorId::from_hf_name(bad), NameMatch::Unknown, "{bad}");
     }
-    assert_eq!(TensorId::from_gguf_name("rope_freqs.weight"), NameMatch::Unknown);
+    assert_eq!(
+        TensorId::from_gguf_name("rope_freqs.weight"),
+        NameMatch::Unknown
+    );
 }
 
 #[test]
@@ -217,7 +226,10 @@ fn q4_k_m_counts_on_65b() {
     // about 40 GB, between Q4_K (4.5 bits) and Q6_K (6.56 bits) everywhere
     let bytes = p.output_bytes() as f64;
     let params = 66_408_521_728f64;
-    assert!(bytes > params * 4.5 / 8.0 && bytes < params * 5.0 / 8.0, "{bytes}");
+    assert!(
+        bytes > params * 4.5 / 8.0 && bytes < params * 5.0 / 8.0,
+        "{bytes}"
+    );
 }
 
 #[test]
@@ -277,8 +289,8 @@ fn tiny_shapes_fall_back_like_llama_cpp() {
     // Q4_K -> Q5_0 (llama.cpp's fallback table)
     assert_eq!(ty(&p, "token_embd.weight"), GgmlType::Q5_0);
     assert_eq!(ty(&p, "blk.0.attn_q.weight"), GgmlType::Q5_0);
-    // use_more_bits(0, 2): Q6_K -> Q8_0
-    assert_eq!(ty(&p, "blk.0.attn_v.weight"), GgmlType::Q8_0);
+    // use_more_bits(1, 2) (the last eighth): Q6_K -> Q8_0; layer 0 gets no more bits
+    assert_eq!(ty(&p, "blk.0.attn_v.weight"), GgmlType::Q5_0);
     assert_eq!(ty(&p, "blk.1.attn_v.weight"), GgmlType::Q8_0);
     // output: a row that is not a multiple of 256 gets Q8_0
     assert_eq!(ty(&p, "output.weight"), GgmlType::Q8_0);
@@ -346,9 +358,15 @@ fn problems_are_reported_together_before_writing() {
     let shape = preset_shape("xverse-7b");
     let mut metas = metas_for(&shape);
     metas.retain(|m| m.name != "model.layers.5.mlp.up_proj.weight");
-    let e = build_plan(&metas, &shape, FileType::BF16, Naming::HuggingFace, "config.json")
-        .unwrap_err()
-        .to_string();
+    let e = build_plan(
+        &metas,
+        &shape,
+        FileType::BF16,
+        Naming::HuggingFace,
+        "config.json",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("1 tensor is missing: model.layers.5.mlp.up_proj.weight"),
         "{e}"
@@ -357,12 +375,24 @@ fn problems_are_reported_together_before_writing() {
 
     let mut metas = metas_for(&shape);
     metas[3] = meta("model.layers.0.self_attn.v_proj.weight", vec![4096, 4000]);
-    metas.push(meta("model.layers.0.self_attn.rotary_emb.inv_freq", vec![64]));
+    metas.push(meta(
+        "model.layers.0.self_attn.rotary_emb.inv_freq",
+        vec![64],
+    ));
     metas.push(meta("model.layers.0.mlp.gate_proj.bias", vec![11008]));
-    metas.push(meta("model.layers.32.mlp.up_proj.weight", vec![11008, 4096]));
-    let e = build_plan(&metas, &shape, FileType::Q4KM, Naming::HuggingFace, "config.json")
-        .unwrap_err()
-        .to_string();
+    metas.push(meta(
+        "model.layers.32.mlp.up_proj.weight",
+        vec![11008, 4096],
+    ));
+    let e = build_plan(
+        &metas,
+        &shape,
+        FileType::Q4KM,
+        Naming::HuggingFace,
+        "config.json",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("3 problems"), "{e}");
     assert!(
         e.contains(
@@ -370,15 +400,24 @@ fn problems_are_reported_together_before_writing() {
         ),
         "{e}"
     );
-    assert!(e.contains("unexpected tensor model.layers.0.mlp.gate_proj.bias"), "{e}");
+    assert!(
+        e.contains("unexpected tensor model.layers.0.mlp.gate_proj.bias"),
+        "{e}"
+    );
     assert!(e.contains("layer 32, but config.json has 32 layers"), "{e}");
     assert!(!e.contains("inv_freq"), "{e}");
 
     let mut metas = metas_for(&shape);
     metas.push(metas[0].clone());
-    let e = build_plan(&metas, &shape, FileType::BF16, Naming::HuggingFace, "config.json")
-        .unwrap_err()
-        .to_string();
+    let e = build_plan(
+        &metas,
+        &shape,
+        FileType::BF16,
+        Naming::HuggingFace,
+        "config.json",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("model.embed_tokens.weight appears twice"), "{e}");
 }
 
@@ -408,9 +447,15 @@ fn gguf_naming_keeps_order_and_does_not_permute() {
     assert_eq!(p.tensors[0].name, "output.weight");
     assert!(p.tensors[0].copy);
     assert!(p.tensors.iter().all(|t| t.permute_heads.is_none()));
-    assert!(p.tensors.iter().skip(1).all(|t| !t.copy || t.ty == GgmlType::F16));
-    // counters follow the file's order: the reversed layers see attn_v of layer 1 first
-    assert_eq!(ty(&p, "blk.1.attn_v.weight"), GgmlType::Q6K);
+    assert!(p
+        .tensors
+        .iter()
+        .skip(1)
+        .all(|t| !t.copy || t.ty == GgmlType::F16));
+    // llama.cpp's counters follow the file's order: in the reversed file attn_v of layer 1
+    // comes first (counter 0: no more bits), layer 0's second (counter 1 of 2: more bits)
+    assert_eq!(ty(&p, "blk.1.attn_v.weight"), GgmlType::Q4K);
+    assert_eq!(ty(&p, "blk.0.attn_v.weight"), GgmlType::Q6K);
 }
 
 #[test]

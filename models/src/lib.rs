@@ -1,5 +1,8 @@
-//! xverse-models: the published XVERSE shapes ([`presets`]) and a generator of small
-//! random-weight XVERSE models as GGUF files ([`write_tiny_gguf`]) for demos, tests and fuzzing.
+//! xverse-models: the published XVERSE shapes ([`presets`]), a generator of small
+//! random-weight XVERSE models as GGUF files ([`write_tiny_gguf`]) for demos, tests and fuzzing,
+//! and a generator of random-weight XVERSE checkpoints in Hugging Face layout for any preset or
+//! shape ([`hf::write_hf_checkpoint`]: bf16 safetensors shards with an index, config.json and an
+//! XVERSE-style tokenizer.json) for the converter's tests and benchmarks.
 //!
 //! A tiny model is a real XVERSE GGUF: architecture `xverse`, llama.cpp's tensor names and ggml
 //! dimension order, a llama-style (SentencePiece) vocabulary with scores and token types. llama.cpp
@@ -16,11 +19,13 @@ use xverse_quant::blocks;
 use xverse_quant::gguf::{GgufWriter, TensorSpec, Value, ValueType};
 use xverse_quant::GgmlType;
 
+pub mod hf;
 pub mod presets;
 pub mod rng;
 pub mod seeds;
 pub mod vocab;
 
+pub use hf::{create_hf_checkpoint, write_hf_checkpoint, HfDtype, HfError, HfSpec, HfSummary};
 use rng::Rng;
 
 /// `xverse.attention.layer_norm_rms_epsilon` of every XVERSE model.

@@ -110,16 +110,16 @@ impl Hparams {
                 "attention.layer_norm_rms_epsilon {rms_norm_eps} is not a finite non-negative number"
             )));
         }
-        let vocab = match g.tensor_info("token_embd") {
+        let vocab = match g.tensor_info("token_embd.weight") {
             Some(t) if t.dims.len() == 2 => u32::try_from(t.dims[1])
-                .map_err(|_| invalid(format!("token_embd has {} rows", t.dims[1])))?,
+                .map_err(|_| invalid(format!("token_embd.weight has {} rows", t.dims[1])))?,
             Some(t) => {
                 return Err(invalid(format!(
-                    "token_embd has shape {:?}, expected [{hidden}, vocab]",
+                    "token_embd.weight has shape {:?}, expected [{hidden}, vocab]",
                     t.dims
                 )))
             }
-            None => return Err(invalid("tensor token_embd is missing".into())),
+            None => return Err(invalid("tensor token_embd.weight is missing".into())),
         };
         let layers = g.get_u32(&key("block_count"))?;
         if layers == 0 {

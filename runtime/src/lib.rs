@@ -4,3 +4,20 @@
 //! llama.cpp's). The forward pass, tokenizer, sampler and stages arrive with the runtime issue.
 
 pub mod hparams;
+
+// engine (Engineer A)
+pub mod cpu;
+pub mod engine;
+pub mod error;
+pub mod kv_cache;
+pub mod model;
+pub mod stage;
+
+pub use error::RuntimeError;
+
+// session (Engineer B)
+pub mod chat;
+pub mod perplexity;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;

@@ -7,7 +7,12 @@
 //!   on every run and every machine.
 //! * [`rows`]: the input rows the quantizer comparisons use: random rows from several
 //!   distributions and hand-made edge rows.
+//! * [`hf_reference`]: a plain f64 Hugging Face forward pass (rotate_half RoPE, no permutation,
+//!   no quantization) straight from safetensors, and the logit comparisons (KL, top-1).
+//! * [`fixtures`]: where `shared/fixtures/` is, and the tiny model's expected logits.
 
+pub mod fixtures;
+pub mod hf_reference;
 pub mod oracle;
 pub mod rng;
 pub mod rows;

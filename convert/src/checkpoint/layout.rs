@@ -49,7 +49,9 @@ impl View {
         storage_bytes: usize,
     ) -> Result<View, ConvertError> {
         let es = dtype_size(dtype);
-        let too_big = || convert_err!("{what}: sizes {shape:?} / strides {stride:?} / offset {offset} overflow");
+        let too_big = || {
+            convert_err!("{what}: sizes {shape:?} / strides {stride:?} / offset {offset} overflow")
+        };
         if shape.len() != stride.len() {
             return Err(convert_err!(
                 "{what}: {} sizes but {} strides",
@@ -58,8 +60,14 @@ impl View {
             ));
         }
         let to_usize = |x: u64| usize::try_from(x).map_err(|_| too_big());
-        let shape: Vec<usize> = shape.iter().map(|&x| to_usize(x)).collect::<Result<_, _>>()?;
-        let stride: Vec<usize> = stride.iter().map(|&x| to_usize(x)).collect::<Result<_, _>>()?;
+        let shape: Vec<usize> = shape
+            .iter()
+            .map(|&x| to_usize(x))
+            .collect::<Result<_, _>>()?;
+        let stride: Vec<usize> = stride
+            .iter()
+            .map(|&x| to_usize(x))
+            .collect::<Result<_, _>>()?;
         let offset = to_usize(offset)?;
         let numel = shape
             .iter()
@@ -127,11 +135,15 @@ impl View {
     }
 
     /// Reads the view out of `storage` (the storage's bytes, starting at element 0) into `out`.
-    pub fn gather(&self, what: &str, storage: &[u8], out: &mut Vec<f32>) -> Result<(), ConvertError> {
+    pub fn gather(
+        &self,
+        what: &str,
+        storage: &[u8],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ConvertError> {
         out.clear();
-        out.try_reserve_exact(self.numel).map_err(|_| {
-            convert_err!("{what}: cannot allocate {} floats", self.numel)
-        })?;
+        out.try_reserve_exact(self.numel)
+            .map_err(|_| convert_err!("{what}: cannot allocate {} floats", self.numel))?;
         if self.numel == 0 {
             return Ok(());
         }

@@ -106,7 +106,9 @@ impl Shard {
 fn open_shard(path: &Path) -> Result<Shard, ConvertError> {
     match detect_format(path)? {
         WeightFormat::Safetensors => Ok(Shard::Safetensors(SafetensorsFile::open(path)?)),
-        WeightFormat::TorchZip | WeightFormat::TorchLegacy => Ok(Shard::Torch(TorchFile::open(path)?)),
+        WeightFormat::TorchZip | WeightFormat::TorchLegacy => {
+            Ok(Shard::Torch(TorchFile::open(path)?))
+        }
         WeightFormat::Unknown => {
             if path.extension().is_some_and(|e| e == "safetensors") {
                 // Let the safetensors crate say what is wrong with it.
@@ -182,10 +184,10 @@ impl Sharded {
     pub fn open(index: &Path) -> Result<Sharded, ConvertError> {
         let shown = index.display();
         let dir = index.parent().unwrap_or(Path::new("."));
-        let text = std::fs::read_to_string(index)
-            .map_err(|e| convert_err!("cannot read {shown}: {e}"))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| convert_err!("{shown}: invalid JSON: {e}"))?;
+        let text =
+            std::fs::read_to_string(index).map_err(|e| convert_err!("cannot read {shown}: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| convert_err!("{shown}: invalid JSON: {e}"))?;
         let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
             return Err(convert_err!("{shown}: no \"weight_map\" object"));
         };
@@ -205,7 +207,9 @@ impl Sharded {
                 ));
             }
             wanted.insert(tensor.clone(), file.to_owned());
-            files.entry(file.to_owned()).or_insert_with(|| dir.join(file));
+            files
+                .entry(file.to_owned())
+                .or_insert_with(|| dir.join(file));
         }
         if files.is_empty() {
             return Err(convert_err!("{shown}: the weight_map is empty"));

@@ -572,9 +572,9 @@ impl<'a> Machine<'a> {
         }
         loop {
             let at = self.pos;
-            let op = self.u8(at).map_err(|_| {
-                self.err(at, "truncated: the pickle ends before its STOP opcode")
-            })?;
+            let op = self
+                .u8(at)
+                .map_err(|_| self.err(at, "truncated: the pickle ends before its STOP opcode"))?;
             match op {
                 // PROTO
                 0x80 => {
@@ -848,10 +848,9 @@ impl<'a> Machine<'a> {
                     let module = self.line(at)?;
                     let name = self.line(at)?;
                     let g = self.global(module, name, at)?;
-                    return Err(self.err(
-                        at,
-                        format_args!("unsupported opcode INST ({})", g.name()),
-                    ));
+                    return Err(
+                        self.err(at, format_args!("unsupported opcode INST ({})", g.name()))
+                    );
                 }
                 // REDUCE
                 b'R' => {
@@ -879,10 +878,9 @@ impl<'a> Machine<'a> {
                             ))
                         }
                         other => {
-                            return Err(self.err(
-                                at,
-                                format_args!("NEWOBJ on a {}", self.describe(other)),
-                            ))
+                            return Err(
+                                self.err(at, format_args!("NEWOBJ on a {}", self.describe(other)))
+                            )
                         }
                     }
                 }
@@ -916,7 +914,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, ConvertError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err(at, "odd number of items for a dict"));
         }
         let mut it = items.into_iter();
@@ -1015,13 +1013,18 @@ impl<'a> Machine<'a> {
             let shown_tag = self.str_of(tag).map(shown).unwrap_or_default();
             return Err(self.err(
                 at,
-                format_args!("unsupported persistent id {shown_tag:?} (only storages are accepted)"),
+                format_args!(
+                    "unsupported persistent id {shown_tag:?} (only storages are accepted)"
+                ),
             ));
         }
         if t.len() != 5 && t.len() != 6 {
             return Err(self.err(
                 at,
-                format_args!("storage persistent id has {} fields, expected 5 or 6", t.len()),
+                format_args!(
+                    "storage persistent id has {} fields, expected 5 or 6",
+                    t.len()
+                ),
             ));
         }
         let dtype = match t[1] {
@@ -1075,20 +1078,30 @@ impl<'a> Machine<'a> {
         let Value::Global(g) = func else {
             return Err(self.err(
                 at,
-                format_args!("REDUCE calls a {}, not an allowed function", self.describe(func)),
+                format_args!(
+                    "REDUCE calls a {}, not an allowed function",
+                    self.describe(func)
+                ),
             ));
         };
         let Some(a) = self.tuple_of(args) else {
             return Err(self.err(
                 at,
-                format_args!("REDUCE arguments are a {}, not a tuple", self.describe(args)),
+                format_args!(
+                    "REDUCE arguments are a {}, not a tuple",
+                    self.describe(args)
+                ),
             ));
         };
         let a = a.to_vec();
         let bad_args = |m: &Self| {
             m.err(
                 at,
-                format_args!("{} called with unexpected arguments ({} given)", g.name(), a.len()),
+                format_args!(
+                    "{} called with unexpected arguments ({} given)",
+                    g.name(),
+                    a.len()
+                ),
             )
         };
         match g {
@@ -1136,9 +1149,7 @@ impl<'a> Machine<'a> {
                 let dtype = if g == Global::RebuildTensorV3 {
                     match a[6] {
                         Value::Global(Global::Dtype(d)) => d,
-                        _ => {
-                            return Err(self.err(at, "_rebuild_tensor_v3 dtype is not a dtype"))
-                        }
+                        _ => return Err(self.err(at, "_rebuild_tensor_v3 dtype is not a dtype")),
                     }
                 } else {
                     storage.dtype
@@ -1160,7 +1171,11 @@ impl<'a> Machine<'a> {
                     Some(Obj::Tensor(_)) => Ok(a[0]),
                     _ => Err(self.err(
                         at,
-                        format_args!("{} expects a tensor, got a {}", g.name(), self.describe(a[0])),
+                        format_args!(
+                            "{} expects a tensor, got a {}",
+                            g.name(),
+                            self.describe(a[0])
+                        ),
                     )),
                 }
             }
@@ -1199,21 +1214,16 @@ impl<'a> Machine<'a> {
 
     /// Expands the arena graph into an owned tree (bounded depth and size: shared or cyclic
     /// structures cannot blow up).
-    fn to_tree(
-        &self,
-        v: Value,
-        depth: usize,
-        budget: &mut usize,
-    ) -> Result<PyValue, ConvertError> {
+    fn to_tree(&self, v: Value, depth: usize, budget: &mut usize) -> Result<PyValue, ConvertError> {
         if depth > MAX_DEPTH {
             return Err(convert_err!(
                 "{}: pickle nests deeper than {MAX_DEPTH} levels",
                 self.file
             ));
         }
-        *budget = budget.checked_sub(1).ok_or_else(|| {
-            convert_err!("{}: pickle expands to too many objects", self.file)
-        })?;
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| convert_err!("{}: pickle expands to too many objects", self.file))?;
         Ok(match v {
             Value::None => PyValue::None,
             Value::Bool(b) => PyValue::Bool(b),
@@ -1237,7 +1247,12 @@ impl<'a> Machine<'a> {
                     }
                     PyValue::Dict(out)
                 }
-                None => return Err(convert_err!("{}: pickle refers to a missing object", self.file)),
+                None => {
+                    return Err(convert_err!(
+                        "{}: pickle refers to a missing object",
+                        self.file
+                    ))
+                }
             },
         })
     }
@@ -1264,7 +1279,10 @@ mod tests {
     fn refuses_unknown_global_before_building() {
         let p = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00echo\x85R.";
         let e = load(p, "x.bin").unwrap_err().0;
-        assert!(e.contains("refusing x.bin: its pickle calls posix.system"), "{e}");
+        assert!(
+            e.contains("refusing x.bin: its pickle calls posix.system"),
+            "{e}"
+        );
         let p = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.";
         let e = load(p, "x.bin").unwrap_err().0;
         assert!(e.contains("builtins.eval"), "{e}");
@@ -1272,7 +1290,7 @@ mod tests {
 
     #[test]
     fn small_values() {
-        let p = b"\x80\x02(K\x01J\xff\xff\xff\xff\x8a\x02\x00\x80\x89N]q\x00h\x00a\x88t.";
+        let p = b"\x80\x02(K\x01J\xff\xff\xff\xff\x8a\x02\x00\x80\x89N]q\x00K\x05a\x88t.";
         let (v, end) = load(p, "t").unwrap();
         assert_eq!(end, p.len());
         let PyValue::Tuple(t) = v else { panic!() };
@@ -1281,7 +1299,10 @@ mod tests {
         assert_eq!(t[2], PyValue::Int(-32768));
         assert_eq!(t[3], PyValue::Bool(false));
         assert_eq!(t[4], PyValue::None);
-        assert_eq!(t[5], PyValue::List(vec![]));
+        assert_eq!(t[5], PyValue::List(vec![PyValue::Int(5)]));
+        assert_eq!(t[6], PyValue::Bool(true));
+        // a list that contains itself is an error, not a hang
+        assert!(load(b"\x80\x02]q\x00h\x00a.", "t").is_err());
     }
 
     #[test]
@@ -1307,12 +1328,8 @@ mod tests {
         }
         // deep nesting is bounded
         let mut p = b"\x80\x02".to_vec();
-        for _ in 0..10_000 {
-            p.push(b']');
-        }
-        for _ in 0..9_999 {
-            p.push(b'a');
-        }
+        p.extend(std::iter::repeat_n(b']', 10_000));
+        p.extend(std::iter::repeat_n(b'a', 9_999));
         p.push(b'.');
         assert!(load(&p, "t").is_err());
         // exponential sharing is bounded

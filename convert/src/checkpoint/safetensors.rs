@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use ::safetensors::{Dtype as StDtype, SafeTensors};
+use memmap2::Mmap;
 
 use super::layout::{dtype_size, extend_f32, release_range};
 use super::torch::map_file;
@@ -101,10 +101,7 @@ impl SafetensorsFile {
                         f.map.len()
                     )
                 })?;
-            let numel = info
-                .shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d));
+            let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let want = numel.and_then(|n| n.checked_mul(dtype_size(dtype)));
             if want != Some(range.len()) {
                 return Err(convert_err!(

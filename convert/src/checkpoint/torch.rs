@@ -146,7 +146,9 @@ impl TorchFile {
     fn open_zip(&mut self) -> Result<(), ConvertError> {
         let file = self.shown.clone();
         let mut archive = zip::ZipArchive::new(Cursor::new(&self.map[..])).map_err(|e| {
-            convert_err!("{file}: not a readable zip archive ({e}); is the file truncated or corrupted?")
+            convert_err!(
+                "{file}: not a readable zip archive ({e}); is the file truncated or corrupted?"
+            )
         })?;
         struct Rec {
             index: usize,
@@ -326,7 +328,8 @@ impl TorchFile {
 
     fn open_legacy(&mut self) -> Result<(), ConvertError> {
         let file = self.shown.clone();
-        let legacy_err = |what: String| convert_err!("{file}: {LEGACY_HINT}; it could not be read: {what}");
+        let legacy_err =
+            |what: String| convert_err!("{file}: {LEGACY_HINT}; it could not be read: {what}");
         if !self.map.starts_with(&LEGACY_MAGIC) {
             return Err(legacy_err("bad magic number".into()));
         }
@@ -339,7 +342,11 @@ impl TorchFile {
         };
         match next(&mut pos, "protocol version")? {
             PyValue::Int(1001) => {}
-            other => return Err(legacy_err(format!("unsupported protocol version {other:?}"))),
+            other => {
+                return Err(legacy_err(format!(
+                    "unsupported protocol version {other:?}"
+                )))
+            }
         }
         let PyValue::Dict(sys) = next(&mut pos, "sys info")? else {
             return Err(legacy_err("sys info is not a dict".into()));
@@ -491,7 +498,12 @@ impl StorageBytes<'_> {
     }
 }
 
-fn storage_bytes(file: &str, name: &str, numel: u64, dtype: ElemType) -> Result<usize, ConvertError> {
+fn storage_bytes(
+    file: &str,
+    name: &str,
+    numel: u64,
+    dtype: ElemType,
+) -> Result<usize, ConvertError> {
     numel
         .checked_mul(dtype.size() as u64)
         .and_then(|b| usize::try_from(b).ok())

@@ -12,7 +12,10 @@ use xverse_convert::source::{ConvertError, Dtype, TensorMeta, TensorSource};
 
 /// `shared/fixtures/`.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
 }
 
 /// `shared/presets/`.
@@ -61,7 +64,7 @@ pub struct MemSource {
     /// Fail reading this tensor.
     pub fail_on: Option<String>,
     pub reads: AtomicUsize,
-    pub released: std::sync::Mutex<Vec<String>>,
+    pub released: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl MemSource {
@@ -89,7 +92,7 @@ impl MemSource {
             cancel_after: None,
             fail_on: None,
             reads: AtomicUsize::new(0),
-            released: std::sync::Mutex::new(Vec::new()),
+            released: Default::default(),
         }
     }
 
@@ -107,7 +110,9 @@ impl MemSource {
 
     /// Random values for every tensor of a model of `shape` (HF names).
     pub fn random(shape: &ModelShape, seed: u64) -> MemSource {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = move || {
             state = state
                 .wrapping_mul(6364136223846793005)

@@ -1,41 +1,373 @@
-use clap::Parser;
+//! `xverse-run`: runs an XVERSE GGUF model on a prompt, or as a chat.
+//!
+//! ```text
+//! xverse-run MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
+//!            [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S]
+//!            [--chat] [--system TEXT] [--verbose-prompt] [--cache-type f16|f32|q8_0]
+//! ```
+//!
+//! The flags are spelled like llama.cpp's `main` and default to its values. Generated text
+//! streams to stdout (after the prompt, which is echoed unless `--no-display-prompt`); load
+//! time, prompt and generation speed go to stderr. Any error is one line on stderr and exit
+//! status 1.
+
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use xverse_quant::gguf::Gguf;
-use xverse_runtime::hparams::Hparams;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Runs an XVERSE GGUF model. This build loads and checks the model; text generation arrives
-/// with the CPU runtime (see the README's status section).
-#[derive(Parser)]
-#[command(name = "xverse-run", version, about)]
+use clap::Parser;
+use xverse_runtime::chat::Chat;
+use xverse_runtime::engine::{Engine, EngineConfig};
+use xverse_runtime::kv_cache::CacheType;
+use xverse_runtime::model::Model;
+use xverse_runtime::sampler::{Sampler, SamplerConfig};
+use xverse_runtime::session::{Session, Stop};
+use xverse_runtime::tokenizer::Tokenizer;
+use xverse_runtime::RuntimeError;
+
+/// Runs an XVERSE GGUF model: completes a prompt, or chats (--chat).
+#[derive(Parser, Debug)]
+#[command(name = "xverse-run", version, about, max_term_width = 100)]
 struct Cli {
-    /// The GGUF model file.
-    model: PathBuf,
+    /// The GGUF model file (or -m FILE).
+    #[arg(value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// The GGUF model file, llama.cpp's spelling.
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "FILE",
+        conflicts_with = "model"
+    )]
+    model_flag: Option<PathBuf>,
+    /// The prompt (with --chat: the first message).
+    #[arg(short = 'p', long = "prompt", value_name = "PROMPT")]
+    prompt: Option<String>,
+    /// Read the prompt from a file (one trailing newline is removed, as llama.cpp does).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "prompt"
+    )]
+    file: Option<PathBuf>,
+    /// Tokens to generate (per reply with --chat); -1: until eos or a full context.
+    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    /// Context size in tokens; 0: the model's training context.
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    ctx_size: usize,
+    /// CPU threads (default: one per available core).
+    #[arg(short = 't', long = "threads", value_name = "N")]
+    threads: Option<usize>,
+    /// Temperature; <= 0: greedy (always the most likely token).
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.8,
+        allow_negative_numbers = true
+    )]
+    temp: f32,
+    /// Keep the K most likely tokens; <= 0: all.
+    #[arg(
+        long = "top-k",
+        value_name = "K",
+        default_value_t = 40,
+        allow_negative_numbers = true
+    )]
+    top_k: i32,
+    /// Keep the most likely tokens up to this total probability; 1.0: off.
+    #[arg(long = "top-p", value_name = "P", default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one; 0.0: off.
+    #[arg(long = "min-p", value_name = "P", default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalise recent tokens (Hugging Face's rule: positive logits divided, negative
+    /// multiplied); 1.0: off.
+    #[arg(long = "repeat-penalty", value_name = "R", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at; 0: none, -1: the whole context.
+    #[arg(
+        long = "repeat-last-n",
+        value_name = "N",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
+    repeat_last_n: i64,
+    /// Random seed; -1: a new one each run (printed on stderr).
+    #[arg(short = 's', long = "seed", value_name = "S", default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+    /// Chat: one message per line on stdin, in XVERSE's "Human: … Assistant: …" format;
+    /// Ctrl-D ends.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system text sent first ("Human: TEXT\n").
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    system: Option<String>,
+    /// Print the prompt's tokens on stderr.
+    #[arg(long = "verbose-prompt")]
+    verbose_prompt: bool,
+    /// Element type of the KV cache: f16, f32 or q8_0.
+    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16")]
+    cache_type: String,
+    /// Keep generating after eos.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+    /// Do not echo the prompt before the generated text.
+    #[arg(long = "no-display-prompt")]
+    no_display_prompt: bool,
+}
+
+/// A clap error as one line (`--help` and `--version` print normally).
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // the message, without the usage and tips that follow its first empty line
+    let text = e.render().to_string();
+    let msg: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = msg.join(" ");
+    let line = joined.trim_start_matches("error: ");
+    eprintln!("xverse-run: {line} (see --help)");
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let g = match Gguf::open(&cli.model) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("xverse-run: {e}");
-            return ExitCode::FAILURE;
-        }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return cli_error(e),
     };
-    match Hparams::from_gguf(&g) {
-        Ok(h) => {
-            println!(
-                "{}: xverse model, {:.3} B parameters",
-                g.name(),
-                h.parameters() as f64 / 1e9
-            );
-            println!("{h:#?}");
-            eprintln!("xverse-run: text generation is not implemented yet (model checked only)");
-            ExitCode::from(2)
-        }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xverse-run: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn err(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::new(msg)
+}
+
+fn sampler_config(cli: &Cli) -> Result<SamplerConfig, RuntimeError> {
+    let seed = if cli.seed < 0 {
+        if cli.seed != -1 {
+            return Err(err(format!("--seed {} must be -1 or >= 0", cli.seed)));
+        }
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    } else {
+        cli.seed as u64
+    };
+    let repeat_last_n = match cli.repeat_last_n {
+        -1 => usize::MAX,
+        n if n >= 0 => n as usize,
+        n => return Err(err(format!("--repeat-last-n {n} must be -1 or >= 0"))),
+    };
+    let cfg = SamplerConfig {
+        temp: cli.temp,
+        top_k: cli.top_k,
+        top_p: cli.top_p,
+        min_p: cli.min_p,
+        repeat_penalty: cli.repeat_penalty,
+        repeat_last_n,
+        seed,
+    };
+    cfg.validate().map_err(err)?;
+    Ok(cfg)
+}
+
+fn run(cli: Cli) -> Result<(), RuntimeError> {
+    // everything about the arguments is checked before the model is loaded
+    let Some(model_path) = cli.model.clone().or_else(|| cli.model_flag.clone()) else {
+        return Err(err(
+            "no model file given (xverse-run MODEL.gguf …, see --help)",
+        ));
+    };
+    let limit = match cli.n_predict {
+        -1 => None,
+        n if n >= 0 => Some(n as usize),
+        n => return Err(err(format!("-n {n} must be -1 (no limit) or >= 0"))),
+    };
+    let sampler_cfg = sampler_config(&cli)?;
+    let cache_type: CacheType = cli.cache_type.parse()?;
+    if cli.threads == Some(0) {
+        return Err(err("-t 0: at least one thread is needed"));
+    }
+    let prompt = match (&cli.prompt, &cli.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => {
+            let bytes = std::fs::read(f)
+                .map_err(|e| err(format!("cannot read the prompt file {}: {e}", f.display())))?;
+            let mut text = String::from_utf8(bytes)
+                .map_err(|_| err(format!("the prompt file {} is not UTF-8 text", f.display())))?;
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            Some(text)
+        }
+        (None, None) => None,
+    };
+
+    let t_load = Instant::now();
+    let model = Model::load(&model_path)?;
+    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let train_ctx = model.hparams.context_length as usize;
+    if cli.ctx_size > train_ctx && train_ctx > 0 {
+        eprintln!(
+            "xverse-run: warning: context {} is longer than the model's training context {train_ctx}",
+            cli.ctx_size
+        );
+    }
+    let engine = Engine::new(
+        &model,
+        EngineConfig {
+            n_ctx: cli.ctx_size,
+            cache_type,
+            threads: cli.threads.unwrap_or(0),
+        },
+    )?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+    let setup = |engine: &Engine<'_>| {
+        print_setup(
+            &model_path,
+            load_ms,
+            &model,
+            engine,
+            &sampler_cfg,
+            cli.repeat_last_n,
+        )
+    };
+    let mut session = Session::new(engine, &tok, Sampler::new(sampler_cfg.clone()));
+    session.ignore_eos = cli.ignore_eos;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut errw = io::stderr();
+
+    if cli.chat {
+        let stdin = io::stdin();
+        let marker = stdin.is_terminal();
+        let mut chat = Chat::new(&mut session, cli.system.as_deref(), limit)?;
+        setup(chat.session().engine());
+        let mut closed = false;
+        if let Some(p) = &prompt {
+            if cli.verbose_prompt {
+                let ids = tok.encode_segment(&xverse_runtime::chat::user_segment(p))?;
+                print_tokens(&tok, &ids);
+            }
+            closed = chat.turn(p, &mut out, &mut errw)? == xverse_runtime::chat::Turn::Closed;
+        }
+        if !closed {
+            chat.run(&mut stdin.lock(), &mut out, &mut errw, marker)?;
+        }
+        eprintln!();
+        for line in session.timings.report().lines() {
+            eprintln!("xverse-run: {line}");
+        }
+        return Ok(());
+    }
+
+    let text = prompt.unwrap_or_default();
+    let ids = session.prompt_tokens(&text)?;
+    if cli.verbose_prompt {
+        print_tokens(&tok, &ids);
+    }
+    if ids.len() > session.n_ctx() {
+        return Err(err(format!(
+            "the prompt is {} tokens, longer than the context of {} (raise -c)",
+            ids.len(),
+            session.n_ctx()
+        )));
+    }
+    setup(session.engine());
+    if !cli.no_display_prompt {
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+    let g = session.complete(&ids, limit, &mut out)?;
+    eprintln!();
+    match g.stop {
+        Stop::ContextFull => eprintln!(
+            "xverse-run: stopped: the context of {} tokens is full (raise -c)",
+            session.n_ctx()
+        ),
+        Stop::Eos => eprintln!("xverse-run: stopped at eos"),
+        Stop::Limit | Stop::OutputClosed => {}
+    }
+    for line in session.timings.report().lines() {
+        eprintln!("xverse-run: {line}");
+    }
+    Ok(())
+}
+
+/// The load and sampling lines on stderr (after the arguments and the prompt were checked, so
+/// an error is always the only line).
+fn print_setup(
+    model_path: &std::path::Path,
+    load_ms: f64,
+    model: &Model,
+    engine: &Engine<'_>,
+    sampler_cfg: &SamplerConfig,
+    repeat_last_n: i64,
+) {
+    let h = &model.hparams;
+    eprintln!(
+        "xverse-run: loaded {} in {:.1} ms: {} parameters, {} layers, vocab {}, context {}, {} threads, {} KV cache ({:.1} MiB), {}",
+        model_path.display(),
+        load_ms,
+        human(h.parameters()),
+        h.layers,
+        h.vocab,
+        engine.n_ctx(),
+        engine.threads(),
+        engine.cache_type(),
+        engine.cache_bytes() as f64 / (1024.0 * 1024.0),
+        engine.describe(),
+    );
+    eprintln!(
+        "xverse-run: sampling: seed {}, temp {}, top-k {}, top-p {}, min-p {}, repeat-penalty {} over {}",
+        sampler_cfg.seed,
+        sampler_cfg.temp,
+        sampler_cfg.top_k,
+        sampler_cfg.top_p,
+        sampler_cfg.min_p,
+        sampler_cfg.repeat_penalty,
+        repeat_last_n
+    );
+}
+
+/// 1234567 -> "1.23 M".
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// `--verbose-prompt`: each token id and its vocabulary entry, like llama.cpp.
+fn print_tokens(tok: &Tokenizer, ids: &[u32]) {
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "xverse-run: prompt: {} tokens", ids.len());
+    for &id in ids {
+        let text = tok.token_text(id).unwrap_or_default();
+        let _ = writeln!(e, "{id:6} -> '{}'", text.escape_debug());
     }
 }

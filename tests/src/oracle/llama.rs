@@ -1,5 +1,6 @@
 //! llama.cpp (b2757) through llama.h: load a GGUF model, make a context, decode tokens, read
 //! logits. CPU only, one thread (ggml's worker threads busy-wait, which starves a small machine).
+//! [`quantize_model`] runs llama.cpp's own quantizer (`llama_model_quantize`) on a GGUF file.
 //!
 //! llama.cpp's log goes through a callback that forwards errors and warnings to `eprint!` (so the
 //! test harness captures them) and everything else only when `XVERSE_ORACLE_LOG` is set.
@@ -148,6 +149,76 @@ impl Model {
         // SAFETY: non-null NUL-terminated string owned by the live model.
         Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
+
+    /// llama.cpp's tokenizer (`llama_tokenize`) on `text`: BOS (and EOS) as the file says when
+    /// `add_special`; control tokens written in the text are matched when `parse_special` (as
+    /// llama.cpp's `main` tokenizes a prompt). Aborts (a C++ exception) only when an SPM
+    /// vocabulary lacks the byte token a character falls back to.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>> {
+        let Ok(len) = i32::try_from(text.len()) else {
+            return err(format!("text of {} bytes is too long", text.len()));
+        };
+        // at most one token per byte, plus BOS, EOS and the space prefix
+        let mut cap = text.len() + 8;
+        loop {
+            let Ok(cap_i32) = i32::try_from(cap) else {
+                return err("too many tokens");
+            };
+            let mut buf = vec![0i32; cap];
+            // SAFETY: live model; `text` points to `len` readable bytes (no NUL needed: the length
+            // is passed); `buf` has room for `cap` tokens and llama.cpp writes at most that many.
+            let n = unsafe {
+                sys::llama_tokenize(
+                    self.ptr.as_ptr(),
+                    text.as_ptr().cast::<c_char>(),
+                    len,
+                    buf.as_mut_ptr(),
+                    cap_i32,
+                    add_special,
+                    parse_special,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(buf);
+            }
+            // too small: llama.cpp returns minus the number of tokens needed
+            cap = n.unsigned_abs() as usize;
+        }
+    }
+
+    /// llama.cpp's detokenizer for one token (`llama_token_to_piece`): the bytes it prints;
+    /// `special` also prints control tokens.
+    pub fn token_to_piece(&self, id: i32, special: bool) -> Result<Vec<u8>> {
+        if id < 0 || id as usize >= self.n_vocab() {
+            return err(format!(
+                "token {id} outside the vocabulary of {}",
+                self.n_vocab()
+            ));
+        }
+        let mut buf = vec![0u8; 64];
+        loop {
+            let Ok(cap) = i32::try_from(buf.len()) else {
+                return err("piece too long");
+            };
+            // SAFETY: live model, an id inside the vocabulary (checked); llama.cpp writes at most
+            // `cap` bytes into `buf` and returns their count, or minus the size it needs.
+            let n = unsafe {
+                sys::llama_token_to_piece(
+                    self.ptr.as_ptr(),
+                    id,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    cap,
+                    special,
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(buf);
+            }
+            buf = vec![0u8; n.unsigned_abs() as usize];
+        }
+    }
 }
 
 impl Drop for Model {
@@ -174,8 +245,20 @@ impl std::fmt::Debug for Context<'_> {
 }
 
 impl<'m> Context<'m> {
-    /// A context of `n_ctx` positions (also the batch size), 1 thread, seed 1.
+    /// A context of `n_ctx` positions (also the batch size), 1 thread, seed 1, llama.cpp's
+    /// default F16 KV cache.
     pub fn new(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
+        Context::create(model, n_ctx, false)
+    }
+
+    /// As [`Context::new`], with the KV cache in F32 (`type_k = type_v = GGML_TYPE_F32`), so that
+    /// the cache adds no rounding of its own: the logits then show the precision of the
+    /// model file alone.
+    pub fn with_f32_kv_cache(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
+        Context::create(model, n_ctx, true)
+    }
+
+    fn create(model: &'m Model, n_ctx: u32, f32_kv: bool) -> Result<Context<'m>> {
         backend_init();
         if n_ctx == 0 {
             return err("n_ctx must be positive");
@@ -191,6 +274,10 @@ impl<'m> Context<'m> {
         params.n_threads_batch = 1;
         params.logits_all = false;
         params.embeddings = false;
+        if f32_kv {
+            params.type_k = sys::ggml_type_GGML_TYPE_F32;
+            params.type_v = sys::ggml_type_GGML_TYPE_F32;
+        }
         // SAFETY: `model` is live for 'm (borrowed); `params` is the defaults with plain fields
         // changed (callbacks and their user data stay null). Returns null on failure.
         let p = unsafe { sys::llama_new_context_with_model(model.ptr.as_ptr(), params) };
@@ -291,6 +378,75 @@ impl Drop for Context<'_> {
     }
 }
 
+/// The `llama_ftype` ids [`quantize_model`] accepts: F32, F16 and the mixes of the legacy
+/// 32-block types and the K-quants (the IQ mixes need an importance matrix).
+pub const QUANTIZE_FTYPES: [u32; 17] =
+    [0, 1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 21];
+
+/// llama.cpp's own quantizer (`llama_model_quantize`, what `llama-quantize` runs): rewrites the
+/// GGUF file `input` (F32 or F16 weights) as `output` in the mix `ftype` (a `llama_ftype` id from
+/// [`QUANTIZE_FTYPES`]), with llama.cpp's per-tensor rules, no importance matrix and one thread.
+///
+/// b2757 `GGML_ASSERT`s (aborts) when a quantized tensor's rows are not whole blocks, and its
+/// fallback for K-quants is a 32-block type, so a file with a 2-D weight whose row length is not
+/// a multiple of 32 is refused here for every quantized `ftype`.
+pub fn quantize_model(input: &Path, output: &Path, ftype: u32) -> Result<()> {
+    backend_init();
+    if !QUANTIZE_FTYPES.contains(&ftype) {
+        return err(format!(
+            "llama_ftype {ftype} is not one quantize_model runs"
+        ));
+    }
+    let file = super::gguf::read_file(input, false)?;
+    for t in &file.tensors {
+        if t.ty != sys::ggml_type_GGML_TYPE_F32 && t.ty != sys::ggml_type_GGML_TYPE_F16 {
+            return err(format!(
+                "{}: tensor {} has ggml type {}: only F32 and F16 inputs are quantized here",
+                input.display(),
+                t.name,
+                t.ty
+            ));
+        }
+        // the tensors llama.cpp quantizes: 2-D or more, named *weight, not a norm
+        let quantized = t.ne[1..].iter().any(|&n| n > 1)
+            && t.name.ends_with("weight")
+            && !t.name.contains("_norm.weight");
+        if ftype > 1 && quantized && t.ne[0] % 32 != 0 {
+            return err(format!(
+                "{}: tensor {} has rows of {}, not whole 32-element blocks: llama.cpp b2757 would abort",
+                input.display(),
+                t.name,
+                t.ne[0]
+            ));
+        }
+    }
+    let cin = path_c_string(input)?;
+    let cout = path_c_string(output)?;
+    // SAFETY: returns a plain struct of defaults (null imatrix and kv_overrides).
+    let mut params = unsafe { sys::llama_model_quantize_default_params() };
+    params.nthread = 1;
+    params.ftype = ftype;
+    // SAFETY: both paths are NUL-terminated; `params` is a valid struct that outlives the call
+    // (its pointers are the defaults' nulls). llama.cpp catches its own exceptions and returns
+    // non-zero; the inputs that would make ggml abort are refused above.
+    let rc = unsafe { sys::llama_model_quantize(cin.as_ptr(), cout.as_ptr(), &params) };
+    if rc != 0 {
+        return err(format!(
+            "llama_model_quantize({} -> {}, ftype {ftype}) returned {rc} (see its log above)",
+            input.display(),
+            output.display()
+        ));
+    }
+    Ok(())
+}
+
+fn path_c_string(path: &Path) -> Result<CString> {
+    let Some(s) = path.to_str() else {
+        return err(format!("path {} is not UTF-8", path.display()));
+    };
+    CString::new(s).or_else(|_| err(format!("path {s} contains a NUL")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +459,23 @@ mod tests {
         let broken = dir.path().join("broken.gguf");
         std::fs::write(&broken, b"GGUF\x03\0\0\0").unwrap();
         assert!(Model::load(&broken).is_err());
+    }
+
+    #[test]
+    fn quantize_model_refuses_what_would_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("tiny.gguf");
+        // the default tiny shape has ffn rows of 172: not whole 32-element blocks
+        xverse_models::write_tiny_gguf(&input, &xverse_models::TinySpec::default()).unwrap();
+        let out = dir.path().join("out.gguf");
+        let e = quantize_model(&input, &out, 2).unwrap_err();
+        assert!(e.0.contains("rows of 172"), "{e}");
+        // an IQ mix (needs an importance matrix) and an unknown id
+        assert!(quantize_model(&input, &out, 19).is_err());
+        assert!(quantize_model(&input, &out, 1000).is_err());
+        assert!(!out.exists());
+        // F16 needs no blocks: llama.cpp converts the file
+        quantize_model(&input, &out, 1).unwrap();
+        assert!(Model::load(&out).is_ok());
     }
 }

@@ -1,0 +1,335 @@
+//! The engine: the model as a pipeline of [`Stage`]s (`shared/DESIGN.md` §5).
+//!
+//! [`Engine::eval`] embeds the tokens (on the CPU, from the file's map), passes the hidden
+//! states through every stage in layer order, and asks the stage holding the last layer for
+//! logits of the rows that need them. Today the pipeline is one [`CpuStage`] holding all
+//! layers; GPU stages take a prefix of the layers later without changing this loop.
+
+use crate::cpu::forward;
+use crate::error::RuntimeError;
+use crate::kv_cache::CacheType;
+use crate::model::Model;
+use crate::stage::{CpuStage, Stage};
+
+/// Tokens run through the stages at once: a longer prompt is several batches of this size
+/// (each still matrix × matrix), which bounds the activation memory.
+pub const MAX_BATCH: usize = 512;
+
+/// How to run a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Positions of the KV cache; 0 means the model's `context_length`.
+    pub n_ctx: usize,
+    /// Element type of the KV cache.
+    pub cache_type: CacheType,
+    /// Threads for the CPU kernels; 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            n_ctx: 0,
+            cache_type: CacheType::F16,
+            threads: 0,
+        }
+    }
+}
+
+/// A model ready to evaluate tokens: its stages, their KV caches and the thread pool.
+pub struct Engine<'m> {
+    model: &'m Model,
+    stages: Vec<Box<dyn Stage + 'm>>,
+    n_ctx: usize,
+    n_past: usize,
+    cache_type: CacheType,
+    pool: rayon::ThreadPool,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("n_ctx", &self.n_ctx)
+            .field("n_past", &self.n_past)
+            .field("cache_type", &self.cache_type)
+            .field("threads", &self.pool.current_num_threads())
+            .field("stages", &self.describe())
+            .finish()
+    }
+}
+
+impl<'m> Engine<'m> {
+    /// An engine over `model`: one CPU stage with every layer.
+    pub fn new(model: &'m Model, cfg: EngineConfig) -> Result<Self, RuntimeError> {
+        let n_ctx = if cfg.n_ctx == 0 {
+            model.hparams.context_length as usize
+        } else {
+            cfg.n_ctx
+        };
+        if n_ctx == 0 {
+            return Err(RuntimeError::new(
+                "context size is 0 and the model gives none (pass a context size)",
+            ));
+        }
+        let threads = if cfg.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("xverse-cpu-{i}"))
+            .build()
+            .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))?;
+        let cpu = CpuStage::new(model, 0..model.n_layers(), n_ctx, cfg.cache_type)?;
+        Ok(Engine {
+            model,
+            stages: vec![Box::new(cpu)],
+            n_ctx,
+            n_past: 0,
+            cache_type: cfg.cache_type,
+            pool,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Positions of the KV cache.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// The KV cache type.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+
+    /// Threads of the CPU kernels.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Bytes of KV cache allocated by all stages.
+    pub fn cache_bytes(&self) -> usize {
+        self.stages.iter().map(|s| s.cache_bytes()).sum()
+    }
+
+    /// The pipeline in words, e.g. `cpu: layers 0..32 + output`.
+    pub fn describe(&self) -> String {
+        self.stages
+            .iter()
+            .map(|s| {
+                let r = s.layers();
+                let head = if s.has_head() { " + output" } else { "" };
+                format!("{}: layers {}..{}{head}", s.device(), r.start, r.end)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Runs `tokens` at positions `n_past..` (one batch, matrix × matrix; a prompt longer than
+    /// [`MAX_BATCH`] in batches of that size), appends them to the cache and returns logits:
+    /// for `all == false` only the last token's (vocab floats), else every token's
+    /// (`tokens.len() × vocab`).
+    ///
+    /// Errors (never panics) when there are no tokens, when `n_past + tokens.len() > n_ctx`,
+    /// or when a token id is not in the vocabulary; the cache is then unchanged.
+    pub fn eval(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>, RuntimeError> {
+        let vocab = self.model.hparams.vocab as usize;
+        if tokens.is_empty() {
+            return Err(RuntimeError::new("no tokens to evaluate"));
+        }
+        if self.n_past + tokens.len() > self.n_ctx {
+            return Err(RuntimeError::new(format!(
+                "{} tokens after the {} in the cache exceed the context of {}",
+                tokens.len(),
+                self.n_past,
+                self.n_ctx
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::new(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let n_past = self.n_past;
+        let model = self.model;
+        let stages = &mut self.stages;
+        let result = self.pool.install(|| {
+            let mut logits = Vec::new();
+            let mut pos = n_past;
+            let n_batches = tokens.len().div_ceil(MAX_BATCH);
+            for (b, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+                let last = b + 1 == n_batches;
+                run_batch(model, stages, batch, pos, all, last, &mut logits)?;
+                pos += batch.len();
+            }
+            Ok(logits)
+        });
+        match result {
+            Ok(logits) => {
+                self.n_past += tokens.len();
+                Ok(logits)
+            }
+            Err(e) => {
+                self.truncate(n_past);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets cached tokens from position `n` on (`n >= n_past` changes nothing).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.n_past {
+            self.n_past = n;
+        }
+        for s in &mut self.stages {
+            s.truncate(self.n_past);
+        }
+    }
+}
+
+/// One batch through the pipeline: embedding, every stage, then the head for the rows that
+/// need logits (all of them with `all`, else the last token of the last batch).
+fn run_batch(
+    model: &Model,
+    stages: &mut [Box<dyn Stage + '_>],
+    tokens: &[u32],
+    pos0: usize,
+    all: bool,
+    last: bool,
+    logits: &mut Vec<f32>,
+) -> Result<(), RuntimeError> {
+    let dim = model.hparams.hidden as usize;
+    let n = tokens.len();
+    let mut hidden = vec![0f32; n * dim];
+    forward::embed(&model.token_embd(), tokens, &mut hidden)?;
+    for s in stages.iter_mut() {
+        s.forward(&mut hidden, pos0, n)?;
+    }
+    let Some(head) = stages.last_mut() else {
+        return Err(RuntimeError::new("the pipeline has no stage"));
+    };
+    if all {
+        logits.extend(head.head(&hidden, n)?);
+    } else if last {
+        *logits = head.head(&hidden[(n - 1) * dim..], 1)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use xverse_models::{tiny_gguf_bytes, TinySpec};
+    use xverse_quant::gguf::Gguf;
+
+    fn model(spec: &TinySpec) -> Model {
+        let g = Gguf::from_bytes(tiny_gguf_bytes(spec).unwrap(), "tiny.gguf").unwrap();
+        Model::from_gguf(Arc::new(g)).unwrap()
+    }
+
+    fn cfg(n_ctx: usize, cache_type: CacheType) -> EngineConfig {
+        EngineConfig {
+            n_ctx,
+            cache_type,
+            threads: 2,
+        }
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn batch_equals_token_by_token() {
+        let m = model(&TinySpec {
+            kv_heads: 2,
+            ..TinySpec::default()
+        });
+        let v = m.hparams.vocab as usize;
+        let toks = [5u32, 77, 300, 2, 511, 42, 9];
+        let mut e = Engine::new(&m, cfg(16, CacheType::F32)).unwrap();
+        let all = e.eval(&toks, true).unwrap();
+        assert_eq!(all.len(), toks.len() * v);
+        assert_eq!(e.n_past(), 7);
+        let mut e2 = Engine::new(&m, cfg(16, CacheType::F32)).unwrap();
+        for (i, &t) in toks.iter().enumerate() {
+            let l = e2.eval(&[t], false).unwrap();
+            assert_eq!(l.len(), v);
+            let d = max_abs_diff(&l, &all[i * v..(i + 1) * v]);
+            assert!(d < 1e-4, "position {i}: {d}");
+        }
+        // last-only logits equal the last row of all
+        let mut e3 = Engine::new(&m, cfg(16, CacheType::F32)).unwrap();
+        let last = e3.eval(&toks, false).unwrap();
+        assert!(max_abs_diff(&last, &all[6 * v..]) < 1e-5);
+        // truncate and re-evaluate: same logits
+        e3.truncate(3);
+        assert_eq!(e3.n_past(), 3);
+        let again = e3.eval(&toks[3..], true).unwrap();
+        assert!(max_abs_diff(&again, &all[3 * v..]) < 1e-5);
+    }
+
+    #[test]
+    fn eval_errors_leave_the_cache_alone() {
+        let m = model(&TinySpec::default());
+        let mut e = Engine::new(&m, cfg(4, CacheType::F16)).unwrap();
+        assert_eq!(e.n_ctx(), 4);
+        e.eval(&[1, 2, 3], false).unwrap();
+        let err = e.eval(&[4, 5], false).unwrap_err().to_string();
+        assert!(err.contains("context of 4") && !err.contains('\n'), "{err}");
+        assert_eq!(e.n_past(), 3);
+        let err = e.eval(&[512], false).unwrap_err().to_string();
+        assert!(err.contains("512") && err.contains("vocabulary"), "{err}");
+        assert!(e.eval(&[], false).is_err());
+        assert_eq!(e.n_past(), 3);
+        e.eval(&[4], false).unwrap();
+        assert_eq!(e.n_past(), 4);
+        assert!(e.eval(&[1], false).is_err());
+        // n_ctx 0: the model's context length
+        let e = Engine::new(&m, cfg(0, CacheType::F16)).unwrap();
+        assert_eq!(e.n_ctx(), 2048);
+        assert!(e.describe().contains("cpu: layers 0..2 + output"));
+    }
+
+    #[test]
+    fn cache_types_give_close_logits() {
+        // head size 32 so that q8_0 rows are whole blocks
+        let m = model(&TinySpec {
+            hidden: 128,
+            heads: 4,
+            kv_heads: 2,
+            ..TinySpec::default()
+        });
+        let toks: Vec<u32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
+        let run = |ty| {
+            Engine::new(&m, cfg(32, ty))
+                .unwrap()
+                .eval(&toks, true)
+                .unwrap()
+        };
+        let f32l = run(CacheType::F32);
+        let scale = f32l.iter().fold(0f32, |a, x| a.max(x.abs()));
+        for (ty, tol) in [(CacheType::F16, 1e-2), (CacheType::Q8_0, 5e-2)] {
+            let d = max_abs_diff(&run(ty), &f32l) / scale;
+            assert!(d < tol, "{ty}: {d}");
+        }
+        // q8_0 needs head size a multiple of 32
+        let small = model(&TinySpec::default());
+        let err = Engine::new(&small, cfg(8, CacheType::Q8_0)).unwrap_err();
+        assert!(err.to_string().contains("q8_0"));
+    }
+}

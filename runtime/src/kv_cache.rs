@@ -1,0 +1,401 @@
+//! The key/value cache of a range of layers.
+//!
+//! For every layer, keys and values are stored per position as `kv_heads` rows of `head_dim`
+//! elements (position-major: row `pos * kv_heads + head`), in one of three types:
+//!
+//! * `f16` (the default, like llama.cpp's `--cache-type-k f16`),
+//! * `f32` (exact),
+//! * `q8_0`: each head row is `head_dim / 32` Q8_0 blocks, quantized with the foundation's
+//!   (ggml's reference) quantizer. It needs `head_dim` to be a multiple of 32.
+//!
+//! Storage grows with the positions written (up to `n_ctx`), so a short session on a large
+//! context does not hold the memory of the whole context.
+
+use std::fmt;
+use std::str::FromStr;
+
+use half::f16;
+use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
+
+use crate::error::RuntimeError;
+
+/// Elements per Q8_0 block.
+const QK8_0: usize = 32;
+
+/// The element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CacheType {
+    F32,
+    #[default]
+    F16,
+    Q8_0,
+}
+
+impl CacheType {
+    /// Every cache type, in the order of `--cache-type`'s help.
+    pub const ALL: [CacheType; 3] = [CacheType::F16, CacheType::F32, CacheType::Q8_0];
+
+    /// The name the command line uses: `f32`, `f16` or `q8_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+            CacheType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Bytes of one row of `head_dim` elements (`head_dim` a multiple of 32 for q8_0).
+    pub fn row_bytes(self, head_dim: usize) -> usize {
+        match self {
+            CacheType::F32 => 4 * head_dim,
+            CacheType::F16 => 2 * head_dim,
+            CacheType::Q8_0 => head_dim / QK8_0 * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+}
+
+impl fmt::Display for CacheType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CacheType {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(CacheType::F32),
+            "f16" => Ok(CacheType::F16),
+            "q8_0" => Ok(CacheType::Q8_0),
+            _ => Err(RuntimeError::new(format!(
+                "unknown cache type \"{s}\" (expected f16, f32 or q8_0)"
+            ))),
+        }
+    }
+}
+
+/// Rows of one tensor (the keys or the values of one layer).
+#[derive(Clone, Debug)]
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+impl Rows {
+    fn new(ty: CacheType) -> Rows {
+        match ty {
+            CacheType::F32 => Rows::F32(Vec::new()),
+            CacheType::F16 => Rows::F16(Vec::new()),
+            CacheType::Q8_0 => Rows::Q8_0(Vec::new()),
+        }
+    }
+
+    /// Makes room for `n` elements (whole rows), growing geometrically but never past `max`.
+    fn ensure(&mut self, n: usize, max: usize) {
+        fn grow<T: Clone>(v: &mut Vec<T>, n: usize, max: usize, zero: T) {
+            if v.len() >= n {
+                return;
+            }
+            if v.capacity() < n {
+                let target = n.max(v.capacity().saturating_mul(2)).min(max.max(n));
+                v.reserve_exact(target - v.len());
+            }
+            v.resize(n, zero);
+        }
+        match self {
+            Rows::F32(v) => grow(v, n, max, 0.0),
+            Rows::F16(v) => grow(v, n, max, f16::ZERO),
+            Rows::Q8_0(v) => {
+                let zero = BlockQ8_0 {
+                    d: f16::ZERO,
+                    qs: [0; QK8_0],
+                };
+                grow(v, n / QK8_0, max / QK8_0, zero)
+            }
+        }
+    }
+
+    /// Elements stored.
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(v) => v.len(),
+            Rows::F16(v) => v.len(),
+            Rows::Q8_0(v) => v.len() * QK8_0,
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Rows::F32(v) => v.truncate(n),
+            Rows::F16(v) => v.truncate(n),
+            Rows::Q8_0(v) => v.truncate(n / QK8_0),
+        }
+    }
+
+    /// Writes `src` at element offset `at` (`at` and `src.len()` whole rows).
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Rows::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            Rows::F16(v) => {
+                for (d, &s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = f16::from_f32(s);
+                }
+            }
+            Rows::Q8_0(v) => {
+                let b = at / QK8_0;
+                q8_0::quantize_row(src, &mut v[b..b + src.len() / QK8_0]);
+            }
+        }
+    }
+
+    /// Reads `dst.len()` elements from element offset `at` as f32.
+    fn read(&self, at: usize, dst: &mut [f32]) {
+        match self {
+            Rows::F32(v) => dst.copy_from_slice(&v[at..at + dst.len()]),
+            Rows::F16(v) => {
+                let n = dst.len();
+                for (d, s) in dst.iter_mut().zip(&v[at..at + n]) {
+                    *d = s.to_f32();
+                }
+            }
+            Rows::Q8_0(v) => {
+                let b = at / QK8_0;
+                q8_0::dequantize_row(&v[b..b + dst.len() / QK8_0], dst);
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Rows::F32(v) => v.capacity() * 4,
+            Rows::F16(v) => v.capacity() * 2,
+            Rows::Q8_0(v) => v.capacity() * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+}
+
+/// Keys and values of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    k: Rows,
+    v: Rows,
+    /// `kv_heads * head_dim`: elements per position.
+    kv_dim: usize,
+    head_dim: usize,
+    kv_heads: usize,
+    n_ctx: usize,
+}
+
+impl LayerCache {
+    /// Positions stored.
+    pub fn len(&self) -> usize {
+        self.k.len() / self.kv_dim
+    }
+
+    /// Whether no position is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores the keys and values of tokens at positions `pos0..pos0 + n` (`k` and `v`:
+    /// `n × kv_heads·head_dim`, row-major). Positions from `pos0 + n` on are forgotten.
+    pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) -> Result<(), RuntimeError> {
+        let n = k.len() / self.kv_dim;
+        if k.len() != v.len() || k.len() % self.kv_dim != 0 {
+            return Err(RuntimeError::new(format!(
+                "kv cache: {} keys and {} values are not whole positions of {}",
+                k.len(),
+                v.len(),
+                self.kv_dim
+            )));
+        }
+        if pos0 > self.len() || pos0 + n > self.n_ctx {
+            return Err(RuntimeError::new(format!(
+                "kv cache: positions {pos0}..{} do not follow the {} cached positions within the context of {}",
+                pos0 + n,
+                self.len(),
+                self.n_ctx
+            )));
+        }
+        let end = (pos0 + n) * self.kv_dim;
+        let max = self.n_ctx * self.kv_dim;
+        for (rows, src) in [(&mut self.k, k), (&mut self.v, v)] {
+            rows.truncate(pos0 * self.kv_dim);
+            rows.ensure(end, max);
+            // one head row at a time: a q8_0 row is whole blocks by construction
+            for (i, row) in src.chunks_exact(self.head_dim).enumerate() {
+                rows.write(pos0 * self.kv_dim + i * self.head_dim, row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys of kv head `head` at positions `0..n` as f32 (`out`: `n × head_dim`).
+    pub fn read_k(&self, head: usize, n: usize, out: &mut [f32]) {
+        Self::read(&self.k, self.kv_dim, self.head_dim, head, n, out);
+    }
+
+    /// The values of kv head `head` at positions `0..n` as f32 (`out`: `n × head_dim`).
+    pub fn read_v(&self, head: usize, n: usize, out: &mut [f32]) {
+        Self::read(&self.v, self.kv_dim, self.head_dim, head, n, out);
+    }
+
+    fn read(rows: &Rows, kv_dim: usize, hd: usize, head: usize, n: usize, out: &mut [f32]) {
+        for (p, dst) in out.chunks_exact_mut(hd).take(n).enumerate() {
+            rows.read(p * kv_dim + head * hd, dst);
+        }
+    }
+
+    /// Number of kv heads.
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.k.truncate(n * self.kv_dim);
+        self.v.truncate(n * self.kv_dim);
+    }
+}
+
+/// The KV cache of a stage: one [`LayerCache`] per layer of the stage.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    ty: CacheType,
+    n_ctx: usize,
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// An empty cache of `n_layers` layers for `n_ctx` positions of `kv_heads × head_dim`.
+    pub fn new(
+        ty: CacheType,
+        n_layers: usize,
+        n_ctx: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<KvCache, RuntimeError> {
+        if head_dim == 0 || kv_heads == 0 {
+            return Err(RuntimeError::new("kv cache: empty heads"));
+        }
+        if ty == CacheType::Q8_0 && head_dim % QK8_0 != 0 {
+            return Err(RuntimeError::new(format!(
+                "cache type q8_0 needs a head size that is a multiple of {QK8_0}; this model's is {head_dim} (use f16 or f32)"
+            )));
+        }
+        let layer = LayerCache {
+            k: Rows::new(ty),
+            v: Rows::new(ty),
+            kv_dim: kv_heads * head_dim,
+            head_dim,
+            kv_heads,
+            n_ctx,
+        };
+        Ok(KvCache {
+            ty,
+            n_ctx,
+            layers: vec![layer; n_layers],
+        })
+    }
+
+    /// The element type.
+    pub fn cache_type(&self) -> CacheType {
+        self.ty
+    }
+
+    /// Positions the cache can hold.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// The cache of the stage's `i`-th layer.
+    pub fn layer(&self, i: usize) -> &LayerCache {
+        &self.layers[i]
+    }
+
+    /// The cache of the stage's `i`-th layer, to store into.
+    pub fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
+        &mut self.layers[i]
+    }
+
+    /// Forgets positions from `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        for l in &mut self.layers {
+            l.truncate(n);
+        }
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.k.bytes() + l.v.bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        for t in CacheType::ALL {
+            assert_eq!(t.name().parse::<CacheType>().unwrap(), t);
+        }
+        assert_eq!(CacheType::default(), CacheType::F16);
+        let e = "q4_0".parse::<CacheType>().unwrap_err().to_string();
+        assert!(e.contains("q4_0") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn stores_and_reads_each_type() {
+        let (heads, hd) = (2, 32);
+        for ty in CacheType::ALL {
+            let mut c = KvCache::new(ty, 1, 8, heads, hd).unwrap();
+            let k: Vec<f32> = (0..3 * heads * hd)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let v: Vec<f32> = k.iter().map(|x| -2.0 * x).collect();
+            c.layer_mut(0).store(0, &k, &v).unwrap();
+            assert_eq!(c.layer(0).len(), 3);
+            let tol = match ty {
+                CacheType::F32 => 0.0,
+                CacheType::F16 => 1e-3,
+                CacheType::Q8_0 => 2.0 / 127.0,
+            };
+            let mut out = vec![0f32; 3 * hd];
+            for h in 0..heads {
+                c.layer(0).read_k(h, 3, &mut out);
+                for p in 0..3 {
+                    for d in 0..hd {
+                        let want = k[p * heads * hd + h * hd + d];
+                        assert!((out[p * hd + d] - want).abs() <= tol, "{ty} k");
+                    }
+                }
+                c.layer(0).read_v(h, 3, &mut out);
+                for p in 0..3 {
+                    for d in 0..hd {
+                        let want = v[p * heads * hd + h * hd + d];
+                        assert!((out[p * hd + d] - want).abs() <= 2.0 * tol, "{ty} v");
+                    }
+                }
+            }
+            // overwrite from position 1 on: the cache now holds 2 positions
+            c.layer_mut(0)
+                .store(1, &k[..heads * hd], &v[..heads * hd])
+                .unwrap();
+            assert_eq!(c.layer(0).len(), 2);
+            // a gap and a position past n_ctx are errors
+            assert!(c.layer_mut(0).store(5, &k, &v).is_err());
+            assert!(c.layer_mut(0).store(2, &k[..0], &v[..0]).is_ok());
+            c.truncate(0);
+            assert!(c.layer(0).is_empty());
+        }
+    }
+
+    #[test]
+    fn q8_0_needs_whole_blocks() {
+        let e = KvCache::new(CacheType::Q8_0, 1, 8, 4, 16).unwrap_err();
+        assert!(e.to_string().contains("q8_0"));
+        assert!(KvCache::new(CacheType::F16, 1, 8, 4, 16).is_ok());
+    }
+}

@@ -1,0 +1,483 @@
+//! An XVERSE model loaded from a GGUF file: hyperparameters and typed, zero-copy views of every
+//! weight in the file's memory map.
+//!
+//! [`Model::load`] opens the file with the foundation's reader (which validates every offset),
+//! reads the hyperparameters ([`Hparams::from_gguf`]: our keys, llama.cpp's defaults where its
+//! converter leaves one out), and checks that every tensor the forward pass needs is present,
+//! has a type we can dequantize and has the shape the hyperparameters imply (ggml order,
+//! `ne0` first). Any problem is one line naming the file and the tensor.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use xverse_quant::gguf::{Gguf, TensorInfo};
+use xverse_quant::GgmlType;
+
+use crate::error::RuntimeError;
+use crate::hparams::Hparams;
+
+/// Default `tokenizer.ggml.bos_token_id` of XVERSE (`<|startoftext|>`).
+pub const DEFAULT_BOS: u32 = 2;
+/// Default `tokenizer.ggml.eos_token_id` of XVERSE (`<|endoftext|>`).
+pub const DEFAULT_EOS: u32 = 3;
+
+/// A weight tensor viewed in place: its type, its shape as rows of `row_len` elements, and
+/// its bytes (borrowed from the file's map, never copied).
+#[derive(Clone, Copy, Debug)]
+pub struct Weight<'a> {
+    pub name: &'a str,
+    pub ty: GgmlType,
+    /// Elements per row (`ne0`).
+    pub row_len: usize,
+    /// Rows (the product of the other dimensions).
+    pub n_rows: usize,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    /// All the tensor's bytes (`n_rows * row_bytes`).
+    pub data: &'a [u8],
+}
+
+impl<'a> Weight<'a> {
+    /// The bytes of row `i` (empty when there is no such row).
+    pub fn row(&self, i: usize) -> &'a [u8] {
+        let start = i.saturating_mul(self.row_bytes);
+        self.data
+            .get(start..start.saturating_add(self.row_bytes))
+            .unwrap_or(&[])
+    }
+
+    /// Dequantizes row `i` into `out` (`out.len() == row_len`).
+    pub fn dequantize_row(&self, i: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
+        if i >= self.n_rows {
+            return Err(RuntimeError::new(format!(
+                "{}: row {i} does not exist ({} rows)",
+                self.name, self.n_rows
+            )));
+        }
+        xverse_quant::blocks::dequantize_row(self.ty, self.row(i), out)
+            .map_err(|e| RuntimeError::new(format!("{}: {e}", self.name)))
+    }
+}
+
+/// Index of a tensor in [`Gguf::tensors`].
+type Idx = usize;
+
+/// The tensors of one decoder layer (indices into the file's tensor list).
+#[derive(Clone, Debug)]
+struct LayerIdx {
+    attn_norm: Idx,
+    attn_q: Idx,
+    attn_k: Idx,
+    attn_v: Idx,
+    attn_output: Idx,
+    ffn_norm: Idx,
+    ffn_gate: Idx,
+    ffn_up: Idx,
+    ffn_down: Idx,
+}
+
+/// The weights of one decoder layer, viewed in place.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerWeights<'a> {
+    pub attn_norm: Weight<'a>,
+    pub attn_q: Weight<'a>,
+    pub attn_k: Weight<'a>,
+    pub attn_v: Weight<'a>,
+    pub attn_output: Weight<'a>,
+    pub ffn_norm: Weight<'a>,
+    pub ffn_gate: Weight<'a>,
+    pub ffn_up: Weight<'a>,
+    pub ffn_down: Weight<'a>,
+}
+
+/// A loaded XVERSE model: hyperparameters plus the file whose map holds the weights.
+#[derive(Debug)]
+pub struct Model {
+    pub hparams: Hparams,
+    gguf: Arc<Gguf>,
+    token_embd: Idx,
+    output_norm: Idx,
+    output: Idx,
+    layers: Vec<LayerIdx>,
+    bos: u32,
+    eos: u32,
+}
+
+impl Model {
+    /// Opens and checks the GGUF file at `path` (memory-mapped; the weights are not copied).
+    pub fn load(path: &Path) -> Result<Model, RuntimeError> {
+        let gguf = Gguf::open(path)?;
+        Model::from_gguf(Arc::new(gguf))
+    }
+
+    /// Checks an already opened file (also the way to load a file held in memory).
+    pub fn from_gguf(gguf: Arc<Gguf>) -> Result<Model, RuntimeError> {
+        let hparams = Hparams::from_gguf(&gguf)?;
+        let file = gguf.name().to_string();
+        let fail = |what: String| RuntimeError::new(format!("{file}: {what}"));
+        let h = hparams.hidden as u64;
+        let kv = hparams.kv_heads as u64 * hparams.head_dim as u64;
+        let f = hparams.ffn as u64;
+        let v = hparams.vocab as u64;
+        if hparams.ffn == 0 {
+            return Err(fail("feed_forward_length is 0".into()));
+        }
+        // llama.cpp asserts rope.dimension_count == head size for XVERSE; a smaller count is
+        // accepted here and rotates only the first rope_dims dimensions, as ggml's rope does.
+
+        let find = |name: &str, dims: &[u64]| -> Result<Idx, RuntimeError> {
+            let Some(i) = gguf.tensors().iter().position(|t| t.name == name) else {
+                return Err(fail(format!("tensor {name} is missing")));
+            };
+            check_tensor(&gguf.tensors()[i], dims).map_err(fail)?;
+            Ok(i)
+        };
+
+        let token_embd = find("token_embd.weight", &[h, v])?;
+        let mut layers = Vec::with_capacity(hparams.layers as usize);
+        for l in 0..hparams.layers {
+            let n = |t: &str| format!("blk.{l}.{t}.weight");
+            layers.push(LayerIdx {
+                attn_norm: find(&n("attn_norm"), &[h])?,
+                attn_q: find(&n("attn_q"), &[h, h])?,
+                attn_k: find(&n("attn_k"), &[h, kv])?,
+                attn_v: find(&n("attn_v"), &[h, kv])?,
+                attn_output: find(&n("attn_output"), &[h, h])?,
+                ffn_norm: find(&n("ffn_norm"), &[h])?,
+                ffn_gate: find(&n("ffn_gate"), &[h, f])?,
+                ffn_up: find(&n("ffn_up"), &[h, f])?,
+                ffn_down: find(&n("ffn_down"), &[f, h])?,
+            });
+        }
+        let output_norm = find("output_norm.weight", &[h])?;
+        let output = find("output.weight", &[h, v])?;
+
+        // the vocabulary of the tokenizer, when the file has one, must be the embedding's
+        if let Some(tokens) = gguf.get("tokenizer.ggml.tokens") {
+            if let Some((_, list)) = tokens.as_array() {
+                if list.len() as u64 != v {
+                    return Err(fail(format!(
+                        "tokenizer.ggml.tokens has {} tokens but token_embd.weight has {v} rows",
+                        list.len()
+                    )));
+                }
+            }
+        }
+        let token_id = |key: &str, default: u32| -> Result<u32, RuntimeError> {
+            match gguf.get(key) {
+                None => Ok(default),
+                Some(_) => {
+                    let id = gguf.get_u32(key)?;
+                    if id as u64 >= v {
+                        return Err(fail(format!(
+                            "{key} is {id}, outside the vocabulary of {v}"
+                        )));
+                    }
+                    Ok(id)
+                }
+            }
+        };
+        let bos = token_id("tokenizer.ggml.bos_token_id", DEFAULT_BOS)?;
+        let eos = token_id("tokenizer.ggml.eos_token_id", DEFAULT_EOS)?;
+
+        Ok(Model {
+            hparams,
+            gguf,
+            token_embd,
+            output_norm,
+            output,
+            layers,
+            bos,
+            eos,
+        })
+    }
+
+    /// The file (metadata for the tokenizer, the tensor list).
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// A shared handle to the file.
+    pub fn gguf_arc(&self) -> Arc<Gguf> {
+        Arc::clone(&self.gguf)
+    }
+
+    /// `tokenizer.ggml.eos_token_id`, default 3.
+    pub fn eos_token(&self) -> u32 {
+        self.eos
+    }
+
+    /// `tokenizer.ggml.bos_token_id`, default 2.
+    pub fn bos_token(&self) -> u32 {
+        self.bos
+    }
+
+    /// Number of decoder layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn weight(&self, i: Idx) -> Weight<'_> {
+        let info: &TensorInfo = &self.gguf.tensors()[i];
+        let view = self.gguf.view(info);
+        Weight {
+            name: &info.name,
+            ty: info.ty,
+            row_len: info.row_len() as usize,
+            n_rows: info.n_rows() as usize,
+            row_bytes: info.row_bytes() as usize,
+            data: view.data,
+        }
+    }
+
+    /// `token_embd.weight`: one row of `hidden` per token.
+    pub fn token_embd(&self) -> Weight<'_> {
+        self.weight(self.token_embd)
+    }
+
+    /// `output_norm.weight`.
+    pub fn output_norm(&self) -> Weight<'_> {
+        self.weight(self.output_norm)
+    }
+
+    /// `output.weight`: one row of `hidden` per token of the vocabulary.
+    pub fn output(&self) -> Weight<'_> {
+        self.weight(self.output)
+    }
+
+    /// The weights of layer `l` (`l < n_layers()`; panics otherwise, an internal bug).
+    pub fn layer(&self, l: usize) -> LayerWeights<'_> {
+        let x = &self.layers[l];
+        LayerWeights {
+            attn_norm: self.weight(x.attn_norm),
+            attn_q: self.weight(x.attn_q),
+            attn_k: self.weight(x.attn_k),
+            attn_v: self.weight(x.attn_v),
+            attn_output: self.weight(x.attn_output),
+            ffn_norm: self.weight(x.ffn_norm),
+            ffn_gate: self.weight(x.ffn_gate),
+            ffn_up: self.weight(x.ffn_up),
+            ffn_down: self.weight(x.ffn_down),
+        }
+    }
+}
+
+/// Checks a tensor's shape (`expected`, ggml order; trailing dimensions of 1 are ignored, as
+/// llama.cpp does), its type and its row layout.
+fn check_tensor(t: &TensorInfo, expected: &[u64]) -> Result<(), String> {
+    let mut dims: Vec<u64> = t.dims.clone();
+    while dims.len() > expected.len() && dims.last() == Some(&1) {
+        dims.pop();
+    }
+    while dims.len() < expected.len() {
+        dims.push(1);
+    }
+    if dims != expected {
+        return Err(format!(
+            "tensor {} has shape {:?}, expected {:?}",
+            t.name, t.dims, expected
+        ));
+    }
+    if t.row_bytes() == 0 {
+        return Err(format!(
+            "tensor {} has rows of {} elements, not a whole number of {} blocks of {}",
+            t.name,
+            t.row_len(),
+            t.ty,
+            t.ty.block_size()
+        ));
+    }
+    if usize::try_from(t.n_bytes).is_err() {
+        return Err(format!("tensor {} is too large for this machine", t.name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xverse_models::{tiny_gguf_bytes, TinySpec};
+    use xverse_quant::gguf::{GgufWriter, TensorSpec, Value};
+
+    /// Rewrites a GGUF held in memory: `meta` may replace a metadata value, `tensor` may drop
+    /// a tensor (None) or change its dims (keeping its bytes when the size allows).
+    fn rewrite(
+        bytes: Vec<u8>,
+        meta: impl Fn(&str, &Value) -> Value,
+        tensor: impl Fn(&TensorInfo) -> Option<Vec<u64>>,
+    ) -> Vec<u8> {
+        let g = Gguf::from_bytes(bytes, "in.gguf").unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in g.metadata() {
+            if k != "general.alignment" {
+                w.add_metadata(k.clone(), meta(k, v)).unwrap();
+            }
+        }
+        let mut data: Vec<Vec<u8>> = Vec::new();
+        for t in g.tensors() {
+            let Some(dims) = tensor(t) else { continue };
+            let n: u64 = dims.iter().product();
+            let size = t.ty.bytes_for(n).unwrap() as usize;
+            let mut d = g.view(t).data.to_vec();
+            d.resize(size, 0);
+            w.add_tensor(TensorSpec {
+                name: t.name.clone(),
+                ty: t.ty,
+                dims,
+            })
+            .unwrap();
+            data.push(d);
+        }
+        let slices: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+        w.to_bytes(&slices).unwrap()
+    }
+
+    fn load(bytes: Vec<u8>) -> Result<Model, RuntimeError> {
+        Model::from_gguf(Arc::new(Gguf::from_bytes(bytes, "m.gguf")?))
+    }
+
+    fn one_line(e: &RuntimeError) -> String {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        s
+    }
+
+    #[test]
+    fn loads_a_tiny_model_without_copy() {
+        let spec = TinySpec {
+            kv_heads: 2,
+            ..TinySpec::default()
+        };
+        let m = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+        let hp = &m.hparams;
+        assert_eq!((hp.hidden, hp.layers, hp.heads, hp.kv_heads), (64, 2, 4, 2));
+        assert_eq!(
+            (hp.vocab, hp.head_dim, hp.rope_freq_base),
+            (512, 16, 10000.0)
+        );
+        assert_eq!((m.bos_token(), m.eos_token()), (2, 3));
+        let l = m.layer(1);
+        assert_eq!((l.attn_k.row_len, l.attn_k.n_rows), (64, 32));
+        assert_eq!((l.ffn_down.row_len, l.ffn_down.n_rows), (172, 64));
+        assert_eq!(l.ffn_down.ty, GgmlType::F32);
+        // the views point into the file's bytes
+        let base = m.gguf().as_bytes().as_ptr_range();
+        assert!(base.contains(&m.output().data.as_ptr()));
+        let e = m.token_embd();
+        let mut row = vec![0f32; 64];
+        e.dequantize_row(511, &mut row).unwrap();
+        assert!(e.dequantize_row(512, &mut row).is_err());
+    }
+
+    #[test]
+    fn llama_cpp_defaults_for_missing_keys() {
+        // llama.cpp's converter writes no rope.freq_base, no file_type, no head_count_kv
+        let bytes = tiny_gguf_bytes(&TinySpec::default()).unwrap();
+        let g = Gguf::from_bytes(bytes, "in.gguf").unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in g.metadata() {
+            if !matches!(
+                k.as_str(),
+                "xverse.rope.freq_base"
+                    | "general.file_type"
+                    | "xverse.attention.head_count_kv"
+                    | "tokenizer.ggml.bos_token_id"
+                    | "tokenizer.ggml.eos_token_id"
+            ) {
+                w.add_metadata(k.clone(), v.clone()).unwrap();
+            }
+        }
+        let mut data = Vec::new();
+        for t in g.tensors() {
+            w.add_tensor(TensorSpec {
+                name: t.name.clone(),
+                ty: t.ty,
+                dims: t.dims.clone(),
+            })
+            .unwrap();
+            data.push(g.view(t).data);
+        }
+        let m = load(w.to_bytes(&data).unwrap()).unwrap();
+        assert_eq!(m.hparams.rope_freq_base, 10000.0);
+        assert_eq!(m.hparams.kv_heads, 4);
+        assert_eq!((m.bos_token(), m.eos_token()), (2, 3));
+    }
+
+    #[test]
+    fn missing_tensor_is_one_line() {
+        let bytes = tiny_gguf_bytes(&TinySpec::default()).unwrap();
+        let b = rewrite(
+            bytes,
+            |_, v| v.clone(),
+            |t| (t.name != "blk.1.ffn_up.weight").then(|| t.dims.clone()),
+        );
+        let e = load(b).unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "m.gguf: tensor blk.1.ffn_up.weight is missing"
+        );
+    }
+
+    #[test]
+    fn wrong_shape_is_one_line() {
+        let bytes = tiny_gguf_bytes(&TinySpec::default()).unwrap();
+        let b = rewrite(
+            bytes,
+            |_, v| v.clone(),
+            |t| {
+                Some(if t.name == "blk.0.attn_k.weight" {
+                    vec![64, 32]
+                } else {
+                    t.dims.clone()
+                })
+            },
+        );
+        let e = load(b).unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "m.gguf: tensor blk.0.attn_k.weight has shape [64, 32], expected [64, 64]"
+        );
+        // a transposed matrix is refused as well
+        let bytes = tiny_gguf_bytes(&TinySpec::default()).unwrap();
+        let b = rewrite(
+            bytes,
+            |_, v| v.clone(),
+            |t| {
+                Some(if t.name == "blk.1.ffn_down.weight" {
+                    vec![64, 172]
+                } else {
+                    t.dims.clone()
+                })
+            },
+        );
+        let s = one_line(&load(b).unwrap_err());
+        assert!(
+            s.contains("blk.1.ffn_down.weight") && s.contains("[172, 64]"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn non_xverse_file_is_one_line() {
+        let bytes = tiny_gguf_bytes(&TinySpec::default()).unwrap();
+        let b = rewrite(
+            bytes,
+            |k, v| {
+                if k == "general.architecture" {
+                    Value::String("llama".into())
+                } else {
+                    v.clone()
+                }
+            },
+            |t| Some(t.dims.clone()),
+        );
+        let s = one_line(&load(b).unwrap_err());
+        assert!(s.contains("\"llama\"") && s.contains("xverse"), "{s}");
+        // not a GGUF at all
+        let s = one_line(&load(b"GGML garbage".to_vec()).unwrap_err());
+        assert!(s.contains("m.gguf"), "{s}");
+        let dir = tempfile::tempdir().unwrap();
+        let s = one_line(&Model::load(&dir.path().join("none.gguf")).unwrap_err());
+        assert!(s.contains("none.gguf"), "{s}");
+    }
+}

@@ -203,7 +203,7 @@ impl LayerCache {
     /// `n × kv_heads·head_dim`, row-major). Positions from `pos0 + n` on are forgotten.
     pub fn store(&mut self, pos0: usize, k: &[f32], v: &[f32]) -> Result<(), RuntimeError> {
         let n = k.len() / self.kv_dim;
-        if k.len() != v.len() || k.len() % self.kv_dim != 0 {
+        if k.len() != v.len() || !k.len().is_multiple_of(self.kv_dim) {
             return Err(RuntimeError::new(format!(
                 "kv cache: {} keys and {} values are not whole positions of {}",
                 k.len(),
@@ -279,7 +279,7 @@ impl KvCache {
         if head_dim == 0 || kv_heads == 0 {
             return Err(RuntimeError::new("kv cache: empty heads"));
         }
-        if ty == CacheType::Q8_0 && head_dim % QK8_0 != 0 {
+        if ty == CacheType::Q8_0 && !head_dim.is_multiple_of(QK8_0) {
             return Err(RuntimeError::new(format!(
                 "cache type q8_0 needs a head size that is a multiple of {QK8_0}; this model's is {head_dim} (use f16 or f32)"
             )));

@@ -410,13 +410,15 @@ impl Spm {
             None => {}
             Some(v) => match v.as_str() {
                 Some("llama") => {}
-                Some(other) => return Err(bad(
-                    g,
-                    format!(
+                Some(other) => {
+                    return Err(bad(
+                        g,
+                        format!(
                         "tokenizer.ggml.model is \"{other}\": only SPM (\"llama\") vocabularies \
                              and tokenizer.huggingface.json are supported"
                     ),
-                )),
+                    ))
+                }
                 None => return Err(bad(g, "tokenizer.ggml.model is not a string")),
             },
         }

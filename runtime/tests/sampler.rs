@@ -36,7 +36,7 @@ fn greedy_picks_the_argmax() {
         temp: -1.0,
         ..cfg()
     });
-    assert_eq!(neg.sample(&mut vec![-5.0, -1.0, -3.0], &[]), 1);
+    assert_eq!(neg.sample(&mut [-5.0, -1.0, -3.0], &[]), 1);
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn repetition_penalty_divides_positive_and_multiplies_negative() {
         repeat_penalty: 1.5,
         ..cfg()
     });
-    assert_eq!(s.sample(&mut vec![3.0, 2.5, 0.0], &[0]), 1);
+    assert_eq!(s.sample(&mut [3.0, 2.5, 0.0], &[0]), 1);
 }
 
 #[test]

@@ -13,10 +13,19 @@ fn inspect_reads_a_file_ggml_wrote() {
         .map(|i| GgufValue::String(format!("tok{i}")))
         .collect();
     let kv = vec![
-        ("general.architecture".to_string(), GgufValue::String("xverse".into())),
+        (
+            "general.architecture".to_string(),
+            GgufValue::String("xverse".into()),
+        ),
         ("xverse.block_count".to_string(), GgufValue::U32(1)),
-        ("xverse.attention.layer_norm_rms_epsilon".to_string(), GgufValue::F32(1e-6)),
-        ("tokenizer.ggml.tokens".to_string(), GgufValue::Array(vt::STRING, tokens)),
+        (
+            "xverse.attention.layer_norm_rms_epsilon".to_string(),
+            GgufValue::F32(1e-6),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            GgufValue::Array(vt::STRING, tokens),
+        ),
     ];
     let x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.11).cos()).collect();
     let q8 = quantize_reference(GgmlType::Q8_0, &x).unwrap();
@@ -44,7 +53,10 @@ fn inspect_reads_a_file_ggml_wrote() {
     assert_eq!(v["metadata"]["general.architecture"]["value"], "xverse");
     assert_eq!(v["metadata"]["xverse.block_count"]["value"], 1);
     assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["value"]["len"], 40);
-    assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["value"]["items"][0], "tok0");
+    assert_eq!(
+        v["metadata"]["tokenizer.ggml.tokens"]["value"]["items"][0],
+        "tok0"
+    );
     let t = &v["tensors"];
     assert_eq!(t[0]["name"], "blk.0.attn_norm.weight");
     assert_eq!(t[0]["type"], "f32");

@@ -37,6 +37,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 }
 
 /// Rounds every element of `x` to bfloat16 into `y` (`y.len() == x.len()`).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (dst, src) in y.iter_mut().zip(x) {
         *dst = f32_to_bf16(*src);

@@ -19,6 +19,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 }
 
 /// Rounds every element of `x` to half precision into `y` (`y.len() == x.len()`).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (dst, src) in y.iter_mut().zip(x) {
         *dst = f16::from_f32(*src);

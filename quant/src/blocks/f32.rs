@@ -15,6 +15,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 }
 
 /// Copies `x` into `y` (`y.len() == x.len()`; a shorter side leaves the rest untouched).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (dst, src) in y.iter_mut().zip(x) {
         *dst = *src;

@@ -60,6 +60,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// `x*id + 8.5` is one fused multiply-add: gcc contracts it (GNU C defaults to
 /// `-ffp-contract=fast`) in ggml's `-march=native` build on any x86-64 with FMA, as on
 /// aarch64, and a separate multiply and add would differ at rounding boundaries.
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let mut amax = 0.0f32;

@@ -46,6 +46,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// `d = (max - min) / 15`, `id = 1/d` (0 when `d == 0`), `m = min`,
 /// `q = min(15, trunc((x - min)*id + 0.5))` with the multiply-add fused (gcc contracts it in
 /// ggml's `-march=native` build).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let mut min = f32::MAX;

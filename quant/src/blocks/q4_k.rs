@@ -57,7 +57,7 @@ pub type Block = BlockQ4K;
 const MAGIC: f32 = 12_582_912.0;
 
 /// Reads the integer back out of `v + MAGIC`.
-#[inline]
+#[inline(always)]
 fn magic_to_int(t: f32) -> i32 {
     // Reinterpreting the bits is the point: the mantissa holds `0x40_0000 + round(v)`.
     (t.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
@@ -66,14 +66,14 @@ fn magic_to_int(t: f32) -> i32 {
 /// ggml's `nearest_int`: `v` rounded to the nearest integer, ties to even, valid for
 /// `|v| <= 4194303` (outside that range, and for NaN, it returns the same bits-derived value
 /// ggml does, not a meaningful one).
-#[inline]
+#[inline(always)]
 pub(crate) fn nearest_int(v: f32) -> i32 {
     magic_to_int(v + MAGIC)
 }
 
 /// `nearest_int(a * b)` as ggml's build computes it: one fused multiply-add `a*b + MAGIC`, so
 /// the exact product is rounded (ties to even) straight to an integer.
-#[inline]
+#[inline(always)]
 pub(crate) fn nearest_int_mul(a: f32, b: f32) -> i32 {
     magic_to_int(a.mul_add(b, MAGIC))
 }
@@ -122,6 +122,7 @@ pub(crate) struct Qkx2 {
 /// `L` in `0..=nmax` minimising the `weights`-weighted squared error over a small set of
 /// trial scales, each refined by weighted least squares. Writes `L` into `l` (using `laux` as
 /// scratch) and returns `(scale, the_min)`. All slices have the same length (32 here).
+#[inline(always)]
 pub(crate) fn make_qkx2_quants(
     x: &[f32],
     weights: &[f32],
@@ -212,6 +213,7 @@ pub(crate) fn make_qkx2_quants(
 /// super-block scales `d = max_scale/63` and `dmin = max_min/63` (stored as f16), then
 /// re-quantizes every weight against its final scale and min into `l` (`0..=p.nmax`).
 /// Sub-blocks whose final scale is 0 keep the quants of the fit. Returns `(d, dmin, scales)`.
+#[inline(always)]
 pub(crate) fn quantize_super_block(
     x: &[f32],
     p: Qkx2,
@@ -303,6 +305,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// Quantizes `x` into `y` (`x.len() == 256 * y.len()`), byte for byte ggml's
 /// `quantize_row_q4_K_reference`: [`make_qkx2_quants`] with `nmax = 15`, `rmin = -1`, 21
 /// trial scales per sub-block, then [`quantize_super_block`].
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     let p = Qkx2 {
         nmax: 15,

@@ -49,6 +49,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// `max` is the element of largest magnitude (the first one on ties, NaN never chosen),
 /// `d = max / -16`, `id = 1/d` (0 when `d == 0`), `q = min(31, trunc(x*id + 16.5))` with the
 /// multiply-add fused (gcc contracts it in ggml's `-march=native` build).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let mut amax = 0.0f32;

@@ -54,6 +54,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// `d = (max - min) / 31`, `id = 1/d` (0 when `d == 0`), `m = min`,
 /// `q = trunc((x - min)*id + 0.5)` (no clamp in ggml: it cannot exceed 31 for finite input)
 /// with the multiply-add fused (gcc contracts it in ggml's `-march=native` build).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let mut min = f32::MAX;

@@ -64,6 +64,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// Quantizes `x` into `y` (`x.len() == 256 * y.len()`), byte for byte ggml's
 /// `quantize_row_q5_K_reference`: `make_qkx2_quants` with `nmax = 31`, `rmin = -0.5`, 16
 /// trial scales per sub-block, then the super-block fit shared with Q4_K.
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     let p = Qkx2 {
         nmax: 31,

@@ -39,6 +39,7 @@ pub type Block = BlockQ6K;
 /// `-nmax / max` (`max` the element of largest magnitude) and keeping the best weighted least
 /// squares fit. Writes `l + nmax` into `out` and returns the scale (0, with `out` all 0, for
 /// a sub-block with no element above 1e-30 in magnitude).
+#[inline(always)]
 fn make_qx_quants(x: &[f32], nmax: i32, out: &mut [u8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -120,6 +121,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// sub-block scales quantized to `i8` against `d = max_scale / -128` (f16), then every weight
 /// re-quantized against its final scale (sub-blocks whose final scale is 0 keep the quants of
 /// the fit). A super-block whose scales are all 0 is written as all zeros.
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];

@@ -45,6 +45,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// Quantizes `x` into `y` (`x.len() == 32 * y.len()`), byte for byte ggml's reference:
 /// `amax = MAX(amax, |x|)` over the block, `d = amax / 127`, `id = 1/d` (0 when `d == 0`),
 /// `q = (int8_t)roundf(x*id)` (round half away from zero).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| c_max(m, v.abs()));

@@ -41,6 +41,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// Quantizes `x` into `y` (`x.len() == 32 * y.len()`), byte for byte ggml's reference:
 /// the quants as Q8_0 (`d = amax / 127`, `q = (int8_t)roundf(x/d)`), then
 /// `s = (float)sum(q) * d` (the f32 `d`, before rounding to f16).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| c_max(m, v.abs()));

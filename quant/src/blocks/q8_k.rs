@@ -39,6 +39,7 @@ pub fn dequantize_row(x: &[Block], y: &mut [f32]) {
 /// Quantizes `x` into `y` (`x.len() == 256 * y.len()`), byte for byte ggml's
 /// `quantize_row_q8_K_reference`. A super-block without a nonzero element gets `d = 0` and
 /// zero quants, and here also zero `bsums` (ggml leaves `bsums` as they were in that case).
+#[inline(always)]
 pub fn quantize_row(x: &[f32], y: &mut [Block]) {
     for (xb, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
         let mut max = 0.0f32;

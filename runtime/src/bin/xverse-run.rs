@@ -4,6 +4,7 @@
 //! xverse-run MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
 //!            [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S]
 //!            [--chat] [--system TEXT] [--verbose-prompt] [--cache-type f16|f32|q8_0]
+//!            [--ignore-eos] [--no-display-prompt] [--no-escape]
 //! ```
 //!
 //! The flags are spelled like llama.cpp's `main` and default to its values. Generated text
@@ -122,6 +123,52 @@ struct Cli {
     /// Do not echo the prompt before the generated text.
     #[arg(long = "no-display-prompt")]
     no_display_prompt: bool,
+    /// Turn \n, \r, \t, \', \", \\ and \xNN in -p and --system into the characters (the
+    /// default; accepted for llama.cpp's spelling).
+    #[arg(short = 'e', long = "escape", overrides_with = "no_escape")]
+    escape: bool,
+    /// Take -p and --system literally.
+    #[arg(long = "no-escape")]
+    no_escape: bool,
+}
+
+/// llama.cpp's `process_escapes`: `\n \r \t \' \" \\ \xNN`; anything else stays as written.
+fn process_escapes(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let c = b[i + 1];
+            let simple = match c {
+                b'n' => Some(b'\n'),
+                b'r' => Some(b'\r'),
+                b't' => Some(b'\t'),
+                b'\'' => Some(b'\''),
+                b'"' => Some(b'"'),
+                b'\\' => Some(b'\\'),
+                _ => None,
+            };
+            if let Some(x) = simple {
+                out.push(x);
+                i += 2;
+                continue;
+            }
+            if c == b'x' {
+                let hex = s
+                    .get(i + 2..i + 4)
+                    .filter(|h| h.bytes().all(|x| x.is_ascii_hexdigit()));
+                if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A clap error as one line (`--help` and `--version` print normally).
@@ -211,8 +258,16 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     if cli.threads == Some(0) {
         return Err(err("-t 0: at least one thread is needed"));
     }
+    let escape = |t: &str| {
+        if cli.no_escape {
+            t.to_string()
+        } else {
+            process_escapes(t)
+        }
+    };
+    let system = cli.system.as_deref().map(escape);
     let prompt = match (&cli.prompt, &cli.file) {
-        (Some(p), _) => Some(p.clone()),
+        (Some(p), _) => Some(escape(p)),
         (None, Some(f)) => {
             let bytes = std::fs::read(f)
                 .map_err(|e| err(format!("cannot read the prompt file {}: {e}", f.display())))?;
@@ -264,7 +319,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     if cli.chat {
         let stdin = io::stdin();
         let marker = stdin.is_terminal();
-        let mut chat = Chat::new(&mut session, cli.system.as_deref(), limit)?;
+        let mut chat = Chat::new(&mut session, system.as_deref(), limit)?;
         setup(chat.session().engine());
         let mut closed = false;
         if let Some(p) = &prompt {
@@ -369,5 +424,18 @@ fn print_tokens(tok: &Tokenizer, ids: &[u32]) {
     for &id in ids {
         let text = tok.token_text(id).unwrap_or_default();
         let _ = writeln!(e, "{id:6} -> '{}'", text.escape_debug());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_escapes;
+
+    #[test]
+    fn escapes_like_llama_cpp() {
+        assert_eq!(process_escapes(r#"a\nb\tc\\d\'\"\r"#), "a\nb\tc\\d'\"\r");
+        assert_eq!(process_escapes(r"\x41\x4g\q\"), "A\\x4g\\q\\");
+        assert_eq!(process_escapes("北京\\n深圳"), "北京\n深圳");
+        assert_eq!(process_escapes(r"\xe4\xbd\xa0"), "你");
     }
 }

@@ -3,6 +3,7 @@
 //! So far: [`hparams`], the model's hyperparameters read and checked from a GGUF file (ours or
 //! llama.cpp's). The forward pass, tokenizer, sampler and stages arrive with the runtime issue.
 
+pub mod cli;
 pub mod hparams;
 
 // engine (Engineer A)

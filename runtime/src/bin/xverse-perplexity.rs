@@ -66,38 +66,8 @@ struct Cli {
     kl_base: Option<PathBuf>,
 }
 
-fn cli_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    // the message, without the usage and tips that follow its first empty line
-    let text = e.render().to_string();
-    let msg: Vec<&str> = text
-        .lines()
-        .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let joined = msg.join(" ");
-    let line = joined.trim_start_matches("error: ");
-    eprintln!("xverse-perplexity: {line} (see --help)");
-    ExitCode::FAILURE
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => return cli_error(e),
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xverse-perplexity: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    xverse_runtime::cli::main_with::<Cli>("xverse-perplexity", run)
 }
 
 fn err(msg: impl Into<String>) -> RuntimeError {

@@ -171,39 +171,8 @@ fn process_escapes(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A clap error as one line (`--help` and `--version` print normally).
-fn cli_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    // the message, without the usage and tips that follow its first empty line
-    let text = e.render().to_string();
-    let msg: Vec<&str> = text
-        .lines()
-        .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let joined = msg.join(" ");
-    let line = joined.trim_start_matches("error: ");
-    eprintln!("xverse-run: {line} (see --help)");
-    ExitCode::FAILURE
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => return cli_error(e),
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xverse-run: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    xverse_runtime::cli::main_with::<Cli>("xverse-run", run)
 }
 
 fn err(msg: impl Into<String>) -> RuntimeError {

@@ -44,6 +44,7 @@ use xverse_quant::blocks::bf16::f32_to_bf16;
 
 use crate::presets::Preset;
 use crate::rng::Rng;
+use crate::shape::{Init, MinVocab, PlannedTensor, Role, Shape, ShapeError};
 use crate::vocab::{BOS_ID, EOS_ID, PAD_ID};
 
 pub mod tokenizer;
@@ -59,6 +60,11 @@ pub const RMS_NORM_EPS: f64 = 1e-6;
 pub const INITIALIZER_RANGE: f64 = 0.02;
 /// Name of the index file.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The smallest vocabulary of a checkpoint.
+const MIN_VOCAB: MinVocab = MinVocab {
+    tokens: tokenizer::MIN_HF_VOCAB,
+    holds: "4 special + 256 byte tokens + \"▁\"",
+};
 /// `transformers_version` of XVERSE's configs.
 const TRANSFORMERS_VERSION: &str = "4.30.2";
 
@@ -162,18 +168,10 @@ impl Default for HfSpec {
 /// What is wrong with a spec or a target folder.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HfError {
-    /// A dimension that must be positive is zero.
-    Zero(&'static str),
-    /// `hidden` is not a multiple of `heads`.
-    HiddenNotDivisible { hidden: usize, heads: usize },
-    /// `hidden / heads` is odd: rotary embedding rotates pairs.
-    OddHeadDim { head_dim: usize },
-    /// `heads` is not a multiple of `kv_heads`.
-    HeadsNotDivisible { heads: usize, kv_heads: usize },
-    /// Fewer tokens than the tokenizer needs.
-    VocabTooSmall { vocab: usize },
-    /// A size does not fit (the JSON integers, usize, or u64).
-    TooLarge(&'static str),
+    /// The shape breaks a rule of [`Shape::validate`] (or the sizes overflow).
+    Shape(ShapeError),
+    /// `max_shard_bytes` is zero.
+    ZeroShardBytes,
     /// `rope_theta` is not a positive finite number.
     BadRopeTheta(f64),
     /// The target has no usable folder name (`.`, `/`, `..`).
@@ -184,29 +182,18 @@ pub enum HfError {
     NotACheckpoint(PathBuf),
 }
 
+impl From<ShapeError> for HfError {
+    fn from(e: ShapeError) -> Self {
+        HfError::Shape(e)
+    }
+}
+
 impl fmt::Display for HfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bad = "invalid checkpoint spec";
         match self {
-            HfError::Zero(what) => write!(f, "{bad}: {what} must be at least 1"),
-            HfError::HiddenNotDivisible { hidden, heads } => write!(
-                f,
-                "{bad}: hidden {hidden} is not divisible by heads {heads}"
-            ),
-            HfError::OddHeadDim { head_dim } => write!(
-                f,
-                "{bad}: head dimension hidden/heads = {head_dim} must be even (rotary embedding rotates pairs)"
-            ),
-            HfError::HeadsNotDivisible { heads, kv_heads } => write!(
-                f,
-                "{bad}: heads {heads} is not divisible by kv heads {kv_heads}"
-            ),
-            HfError::VocabTooSmall { vocab } => write!(
-                f,
-                "{bad}: vocab {vocab} is smaller than {} (4 special + 256 byte tokens + \"▁\")",
-                tokenizer::MIN_HF_VOCAB
-            ),
-            HfError::TooLarge(what) => write!(f, "{bad}: {what} is too large"),
+            HfError::Shape(e) => write!(f, "{bad}: {e}"),
+            HfError::ZeroShardBytes => write!(f, "{bad}: max_shard_bytes must be at least 1"),
             HfError::BadRopeTheta(v) => {
                 write!(f, "{bad}: rope_theta {v} must be a positive finite number")
             }
@@ -231,13 +218,6 @@ impl fmt::Display for HfError {
 
 impl Error for HfError {}
 
-/// What a tensor holds, which decides its initialisation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Norm,
-    Weight { std: f64 },
-}
-
 /// One tensor of the checkpoint: HF name and shape (`[out, in]` for weights).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HfTensor {
@@ -245,7 +225,7 @@ pub struct HfTensor {
     pub name: String,
     /// Shape, outer dimension first.
     pub shape: Vec<usize>,
-    kind: Kind,
+    kind: Init,
 }
 
 impl HfTensor {
@@ -276,70 +256,51 @@ impl HfSpec {
     /// The shape of a preset (at full size!), seed 1, default shards, bf16; `kv_heads` stays
     /// `None` (no XVERSE model has `num_key_value_heads`).
     pub fn from_preset(p: &Preset) -> HfSpec {
-        HfSpec {
-            hidden: p.hidden,
-            ffn: p.ffn,
-            heads: p.heads,
-            kv_heads: None,
-            layers: p.layers,
-            vocab: p.vocab,
-            context: p.context,
-            ..HfSpec::default()
+        let mut spec = HfSpec::default();
+        spec.set_shape(&Shape::from_preset(p));
+        spec
+    }
+
+    /// The sizes of the model.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            hidden: self.hidden,
+            ffn: self.ffn,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            layers: self.layers,
+            vocab: self.vocab,
+            context: self.context,
         }
+    }
+
+    /// Sets the sizes of the model.
+    pub fn set_shape(&mut self, shape: &Shape) {
+        self.hidden = shape.hidden;
+        self.ffn = shape.ffn;
+        self.heads = shape.heads;
+        self.kv_heads = shape.kv_heads;
+        self.layers = shape.layers;
+        self.vocab = shape.vocab;
+        self.context = shape.context;
     }
 
     /// Key/value heads (`heads` when not set).
     pub fn kv_heads(&self) -> usize {
-        self.kv_heads.unwrap_or(self.heads)
+        self.shape().kv_heads()
     }
 
     /// `hidden / heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden.checked_div(self.heads).unwrap_or(0)
+        self.shape().head_dim()
     }
 
     /// Checks that the spec describes a model the converter and llama.cpp accept.
     pub fn validate(&self) -> Result<(), HfError> {
-        for (v, what) in [
-            (self.hidden, "hidden"),
-            (self.ffn, "ffn"),
-            (self.heads, "heads"),
-            (self.kv_heads(), "kv_heads"),
-            (self.layers, "layers"),
-            (self.context, "context"),
-        ] {
-            if v == 0 {
-                return Err(HfError::Zero(what));
-            }
-            if u32::try_from(v).is_err() {
-                return Err(HfError::TooLarge(what));
-            }
-        }
+        let shape = self.shape();
+        shape.validate(MIN_VOCAB)?;
         if self.max_shard_bytes == 0 {
-            return Err(HfError::Zero("max_shard_bytes"));
-        }
-        if !self.hidden.is_multiple_of(self.heads) {
-            return Err(HfError::HiddenNotDivisible {
-                hidden: self.hidden,
-                heads: self.heads,
-            });
-        }
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(HfError::OddHeadDim {
-                head_dim: self.head_dim(),
-            });
-        }
-        if !self.heads.is_multiple_of(self.kv_heads()) {
-            return Err(HfError::HeadsNotDivisible {
-                heads: self.heads,
-                kv_heads: self.kv_heads(),
-            });
-        }
-        if self.vocab < tokenizer::MIN_HF_VOCAB {
-            return Err(HfError::VocabTooSmall { vocab: self.vocab });
-        }
-        if i32::try_from(self.vocab).is_err() {
-            return Err(HfError::TooLarge("vocab"));
+            return Err(HfError::ZeroShardBytes);
         }
         if let Some(t) = self.rope_theta {
             if !(t.is_finite() && t > 0.0) {
@@ -347,28 +308,14 @@ impl HfSpec {
             }
         }
         // every byte count (4 bytes per parameter at most) must fit u64 and usize
-        let limit = (u64::MAX as u128 / 8).min(usize::MAX as u128 / 8);
-        if self.params_u128() > limit {
-            return Err(HfError::TooLarge("model"));
-        }
+        shape.check_params()?;
         Ok(())
     }
 
     /// Number of parameters: `2·vocab·hidden + layers·(2·hidden² + 2·hidden·kv + 3·hidden·ffn
     /// + 2·hidden) + hidden` (kv = kv_heads·head_dim); saturates at `u64::MAX`.
     pub fn params(&self) -> u64 {
-        u64::try_from(self.params_u128()).unwrap_or(u64::MAX)
-    }
-
-    fn params_u128(&self) -> u128 {
-        let (v, h, f, l) = (
-            self.vocab as u128,
-            self.hidden as u128,
-            self.ffn as u128,
-            self.layers as u128,
-        );
-        let kv = self.kv_heads() as u128 * self.head_dim() as u128;
-        2 * v * h + l * (2 * h * h + 2 * h * kv + 3 * h * f + 2 * h) + h
+        self.shape().params()
     }
 
     /// Bytes of tensor data (the index's `total_size`).
@@ -377,53 +324,32 @@ impl HfSpec {
     }
 
     fn plan(&self) -> Vec<HfTensor> {
-        let (h, f, v) = (self.hidden, self.ffn, self.vocab);
-        let kv = self.kv_heads() * self.head_dim();
-        let sh = 1.0 / (h as f64).sqrt();
-        let sf = 1.0 / (f as f64).sqrt();
-        let res = 1.0 / (2.0 * self.layers as f64).sqrt();
-        let weight = |name: String, out: usize, inp: usize, std: f64| HfTensor {
-            name,
-            shape: vec![out, inp],
-            kind: Kind::Weight { std },
+        let name = |t: &PlannedTensor| {
+            let layer = |what: &str| format!("model.layers.{}.{what}.weight", t.layer);
+            match t.role {
+                Role::Embedding => "model.embed_tokens.weight".into(),
+                Role::AttnNorm => layer("input_layernorm"),
+                Role::Q => layer("self_attn.q_proj"),
+                Role::K => layer("self_attn.k_proj"),
+                Role::V => layer("self_attn.v_proj"),
+                Role::O => layer("self_attn.o_proj"),
+                Role::FfnNorm => layer("post_attention_layernorm"),
+                Role::Gate => layer("mlp.gate_proj"),
+                Role::Up => layer("mlp.up_proj"),
+                Role::Down => layer("mlp.down_proj"),
+                Role::OutputNorm => "model.norm.weight".into(),
+                Role::Output => "lm_head.weight".into(),
+            }
         };
-        let norm = |name: String| HfTensor {
-            name,
-            shape: vec![h],
-            kind: Kind::Norm,
-        };
-        let mut p = Vec::with_capacity(9 * self.layers + 3);
-        p.push(weight("model.embed_tokens.weight".into(), v, h, 0.5));
-        for i in 0..self.layers {
-            let b = format!("model.layers.{i}.");
-            p.push(norm(format!("{b}input_layernorm.weight")));
-            p.push(weight(
-                format!("{b}self_attn.q_proj.weight"),
-                h,
-                h,
-                1.5 * sh,
-            ));
-            p.push(weight(
-                format!("{b}self_attn.k_proj.weight"),
-                kv,
-                h,
-                1.5 * sh,
-            ));
-            p.push(weight(format!("{b}self_attn.v_proj.weight"), kv, h, sh));
-            p.push(weight(
-                format!("{b}self_attn.o_proj.weight"),
-                h,
-                h,
-                sh * res,
-            ));
-            p.push(norm(format!("{b}post_attention_layernorm.weight")));
-            p.push(weight(format!("{b}mlp.gate_proj.weight"), f, h, sh));
-            p.push(weight(format!("{b}mlp.up_proj.weight"), f, h, sh));
-            p.push(weight(format!("{b}mlp.down_proj.weight"), h, f, sf * res));
-        }
-        p.push(norm("model.norm.weight".into()));
-        p.push(weight("lm_head.weight".into(), v, h, sh));
-        p
+        self.shape()
+            .plan()
+            .into_iter()
+            .map(|t| HfTensor {
+                name: name(&t),
+                shape: t.shape,
+                kind: t.init,
+            })
+            .collect()
     }
 
     /// Every tensor, in model order (embedding, layers, final norm, lm_head).
@@ -585,12 +511,12 @@ fn stream_base(seed: u64, name: &str) -> u64 {
 }
 
 /// Fills `out` with stream `index` of a tensor (elements `index · STREAM_ELEMS ..`).
-fn fill_stream(base: u64, index: u64, kind: Kind, out: &mut [f32]) {
+fn fill_stream(base: u64, index: u64, kind: Init, out: &mut [f32]) {
     let mut mix = Rng::new(base ^ index.wrapping_mul(0xd1b5_4a32_d192_ed03));
     let mut rng = Rng::new(mix.next_u64());
     let (mean, std) = match kind {
-        Kind::Norm => (1.0, 0.1),
-        Kind::Weight { std } => (0.0, std),
+        Init::Norm => (1.0, 0.1),
+        Init::Weight { std } => (0.0, std),
     };
     let mut pairs = out.chunks_exact_mut(2);
     for pair in &mut pairs {
@@ -749,7 +675,10 @@ fn write_files(dir: &Path, spec: &HfSpec) -> Result<HfSummary, Box<dyn Error>> {
         &dir.join("generation_config.json"),
         &generation_config_json(),
     )?;
-    let vocab = tokenizer::build(spec.vocab).ok_or(HfError::VocabTooSmall { vocab: spec.vocab })?;
+    let vocab = tokenizer::build(spec.vocab).ok_or(HfError::Shape(ShapeError::VocabTooSmall {
+        vocab: spec.vocab,
+        min: MIN_VOCAB,
+    }))?;
     file_bytes += write_text(
         &dir.join("tokenizer.json"),
         &tokenizer::tokenizer_json(&vocab),

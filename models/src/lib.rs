@@ -23,10 +23,13 @@ pub mod hf;
 pub mod presets;
 pub mod rng;
 pub mod seeds;
+pub mod shape;
 pub mod vocab;
 
 pub use hf::{create_hf_checkpoint, write_hf_checkpoint, HfDtype, HfError, HfSpec, HfSummary};
 use rng::Rng;
+use shape::{Init, PlannedTensor, Role};
+pub use shape::{MinVocab, Shape, ShapeError};
 
 /// `xverse.attention.layer_norm_rms_epsilon` of every XVERSE model.
 pub const RMS_NORM_EPS: f32 = 1e-6;
@@ -34,6 +37,11 @@ pub const RMS_NORM_EPS: f32 = 1e-6;
 pub const ROPE_FREQ_BASE: f32 = 10000.0;
 /// `general.name` of a tiny model.
 pub const TINY_NAME: &str = "xverse-tiny";
+/// The smallest vocabulary of a tiny model.
+const MIN_VOCAB: MinVocab = MinVocab {
+    tokens: vocab::MIN_VOCAB,
+    holds: "4 special + 256 byte tokens",
+};
 
 /// Shape, tensor type and seed of a tiny random-weight XVERSE model.
 ///
@@ -74,46 +82,22 @@ impl Default for TinySpec {
 /// A spec that cannot make a model llama.cpp loads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TinyError {
-    /// A dimension that must be positive is zero.
-    Zero(&'static str),
-    /// `hidden` is not a multiple of `heads`.
-    HiddenNotDivisible { hidden: usize, heads: usize },
-    /// `hidden / heads` is odd: rotary embedding rotates pairs.
-    OddHeadDim { head_dim: usize },
-    /// `heads` is not a multiple of `kv_heads`.
-    HeadsNotDivisible { heads: usize, kv_heads: usize },
-    /// Fewer tokens than the 4 special and 256 byte tokens.
-    VocabTooSmall { vocab: usize },
-    /// A dimension does not fit the u32 that GGUF metadata stores (or the sizes overflow).
-    TooLarge(&'static str),
+    /// The shape breaks a rule of [`Shape::validate`] (or the sizes overflow).
+    Shape(ShapeError),
     /// A type that cannot hold weights here.
     UnsupportedType { ty: GgmlType, why: &'static str },
+}
+
+impl From<ShapeError> for TinyError {
+    fn from(e: ShapeError) -> Self {
+        TinyError::Shape(e)
+    }
 }
 
 impl fmt::Display for TinyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TinyError::Zero(what) => write!(f, "invalid tiny model: {what} must be at least 1"),
-            TinyError::HiddenNotDivisible { hidden, heads } => write!(
-                f,
-                "invalid tiny model: hidden {hidden} is not divisible by heads {heads}"
-            ),
-            TinyError::OddHeadDim { head_dim } => write!(
-                f,
-                "invalid tiny model: head dimension hidden/heads = {head_dim} must be even (rotary embedding rotates pairs)"
-            ),
-            TinyError::HeadsNotDivisible { heads, kv_heads } => write!(
-                f,
-                "invalid tiny model: heads {heads} is not divisible by kv heads {kv_heads}"
-            ),
-            TinyError::VocabTooSmall { vocab } => write!(
-                f,
-                "invalid tiny model: vocab {vocab} is smaller than {} (4 special + 256 byte tokens)",
-                vocab::MIN_VOCAB
-            ),
-            TinyError::TooLarge(what) => {
-                write!(f, "invalid tiny model: {what} is too large")
-            }
+            TinyError::Shape(e) => write!(f, "invalid tiny model: {e}"),
             TinyError::UnsupportedType { ty, why } => {
                 write!(f, "invalid tiny model: type {ty} cannot be used: {why}")
             }
@@ -123,75 +107,49 @@ impl fmt::Display for TinyError {
 
 impl Error for TinyError {}
 
-/// What a tensor holds, which decides its initialisation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Norm,
-    Weight { std: f64 },
-}
-
 /// One tensor of the plan: name, type after fallback, ggml dims, initialisation.
 #[derive(Clone, Debug, PartialEq)]
 struct Planned {
     spec: TensorSpec,
-    kind: Kind,
+    kind: Init,
 }
 
 impl TinySpec {
     /// The shape of a preset (at full size!) with type F32 and seed 1.
     pub fn from_preset(p: &presets::Preset) -> TinySpec {
-        TinySpec {
-            hidden: p.hidden,
-            layers: p.layers,
-            heads: p.heads,
-            kv_heads: p.kv_heads(),
-            ffn: p.ffn,
-            vocab: p.vocab,
-            context: p.context,
-            ..TinySpec::default()
+        let mut spec = TinySpec::default();
+        spec.set_shape(&Shape::from_preset(p));
+        spec
+    }
+
+    /// The sizes of the model.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            hidden: self.hidden,
+            ffn: self.ffn,
+            heads: self.heads,
+            kv_heads: Some(self.kv_heads),
+            layers: self.layers,
+            vocab: self.vocab,
+            context: self.context,
         }
+    }
+
+    /// Sets the sizes of the model (`kv_heads` = `heads` when `shape.kv_heads` is `None`).
+    pub fn set_shape(&mut self, shape: &Shape) {
+        self.hidden = shape.hidden;
+        self.ffn = shape.ffn;
+        self.heads = shape.heads;
+        self.kv_heads = shape.kv_heads();
+        self.layers = shape.layers;
+        self.vocab = shape.vocab;
+        self.context = shape.context;
     }
 
     /// Checks that llama.cpp can load a model of this spec.
     pub fn validate(&self) -> Result<(), TinyError> {
-        for (v, what) in [
-            (self.hidden, "hidden"),
-            (self.layers, "layers"),
-            (self.heads, "heads"),
-            (self.kv_heads, "kv_heads"),
-            (self.ffn, "ffn"),
-            (self.context, "context"),
-        ] {
-            if v == 0 {
-                return Err(TinyError::Zero(what));
-            }
-            if u32::try_from(v).is_err() {
-                return Err(TinyError::TooLarge(what));
-            }
-        }
-        if !self.hidden.is_multiple_of(self.heads) {
-            return Err(TinyError::HiddenNotDivisible {
-                hidden: self.hidden,
-                heads: self.heads,
-            });
-        }
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(TinyError::OddHeadDim {
-                head_dim: self.head_dim(),
-            });
-        }
-        if !self.heads.is_multiple_of(self.kv_heads) {
-            return Err(TinyError::HeadsNotDivisible {
-                heads: self.heads,
-                kv_heads: self.kv_heads,
-            });
-        }
-        if self.vocab < vocab::MIN_VOCAB {
-            return Err(TinyError::VocabTooSmall { vocab: self.vocab });
-        }
-        if i32::try_from(self.vocab).is_err() {
-            return Err(TinyError::TooLarge("vocab"));
-        }
+        let shape = self.shape();
+        shape.validate(MIN_VOCAB)?;
         match self.ty {
             GgmlType::Q8_1 | GgmlType::Q8K => {
                 return Err(TinyError::UnsupportedType {
@@ -208,33 +166,19 @@ impl TinySpec {
             _ => {}
         }
         // the whole file (at most 4 bytes per parameter) must fit in u64 and usize
-        let limit = (u64::MAX as u128 / 8).min(usize::MAX as u128 / 8);
-        if self.params_u128() > limit {
-            return Err(TinyError::TooLarge("model"));
-        }
+        shape.check_params()?;
         Ok(())
     }
 
     /// `hidden / heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden.checked_div(self.heads).unwrap_or(0)
+        self.shape().head_dim()
     }
 
     /// Number of parameters (same formula as [`presets::Preset::params`], with GQA k/v);
     /// saturates at `u64::MAX`.
     pub fn params(&self) -> u64 {
-        u64::try_from(self.params_u128()).unwrap_or(u64::MAX)
-    }
-
-    fn params_u128(&self) -> u128 {
-        let (v, h, f, l) = (
-            self.vocab as u128,
-            self.hidden as u128,
-            self.ffn as u128,
-            self.layers as u128,
-        );
-        let kv = self.kv_heads as u128 * self.head_dim() as u128;
-        2 * v * h + l * (2 * h * h + 2 * h * kv + 3 * h * f + 2 * h) + h
+        self.shape().params()
     }
 
     /// The type a 2-D weight with rows of `row_len` elements gets: `ty`, or F16 when `row_len`
@@ -270,43 +214,43 @@ impl TinySpec {
     }
 
     fn plan(&self) -> Vec<Planned> {
-        let (h, f, v) = (self.hidden as u64, self.ffn as u64, self.vocab as u64);
-        let kv = (self.kv_heads * self.head_dim()) as u64;
-        let sh = 1.0 / (self.hidden as f64).sqrt();
-        let sf = 1.0 / (self.ffn as f64).sqrt();
-        let res = 1.0 / (2.0 * self.layers as f64).sqrt();
-        let weight = |name: String, ne0: u64, ne1: u64, std: f64| Planned {
-            spec: TensorSpec {
-                name,
-                ty: self.weight_type(ne0 as usize),
-                dims: vec![ne0, ne1],
-            },
-            kind: Kind::Weight { std },
+        let name = |t: &PlannedTensor| {
+            let layer = |what: &str| format!("blk.{}.{what}.weight", t.layer);
+            match t.role {
+                Role::Embedding => "token_embd.weight".into(),
+                Role::AttnNorm => layer("attn_norm"),
+                Role::Q => layer("attn_q"),
+                Role::K => layer("attn_k"),
+                Role::V => layer("attn_v"),
+                Role::O => layer("attn_output"),
+                Role::FfnNorm => layer("ffn_norm"),
+                Role::Gate => layer("ffn_gate"),
+                Role::Up => layer("ffn_up"),
+                Role::Down => layer("ffn_down"),
+                Role::OutputNorm => "output_norm.weight".into(),
+                Role::Output => "output.weight".into(),
+            }
         };
-        let norm = |name: String| Planned {
-            spec: TensorSpec {
-                name,
-                ty: GgmlType::F32,
-                dims: vec![h],
-            },
-            kind: Kind::Norm,
-        };
-        let mut p = vec![weight("token_embd.weight".into(), h, v, 0.5)];
-        for i in 0..self.layers {
-            let b = format!("blk.{i}.");
-            p.push(norm(format!("{b}attn_norm.weight")));
-            p.push(weight(format!("{b}attn_q.weight"), h, h, 1.5 * sh));
-            p.push(weight(format!("{b}attn_k.weight"), h, kv, 1.5 * sh));
-            p.push(weight(format!("{b}attn_v.weight"), h, kv, sh));
-            p.push(weight(format!("{b}attn_output.weight"), h, h, sh * res));
-            p.push(norm(format!("{b}ffn_norm.weight")));
-            p.push(weight(format!("{b}ffn_gate.weight"), h, f, sh));
-            p.push(weight(format!("{b}ffn_up.weight"), h, f, sh));
-            p.push(weight(format!("{b}ffn_down.weight"), f, h, sf * res));
-        }
-        p.push(norm("output_norm.weight".into()));
-        p.push(weight("output.weight".into(), h, v, sh));
-        p
+        self.shape()
+            .plan()
+            .into_iter()
+            .map(|t| {
+                // ggml order: the row length (in) first
+                let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+                let ty = match t.init {
+                    Init::Norm => GgmlType::F32,
+                    Init::Weight { .. } => self.weight_type(dims[0] as usize),
+                };
+                Planned {
+                    spec: TensorSpec {
+                        name: name(&t),
+                        ty,
+                        dims,
+                    },
+                    kind: t.init,
+                }
+            })
+            .collect()
     }
 
     /// Names, types (after the F16 fallback) and ggml dims of every tensor, in file order.
@@ -399,7 +343,7 @@ impl TinySpec {
 /// Generates one tensor's values row by row.
 struct TensorGen {
     rng: Rng,
-    kind: Kind,
+    kind: Init,
     row_len: usize,
     n_rows: usize,
     ty: GgmlType,
@@ -430,8 +374,8 @@ impl TensorGen {
 
     fn next_row(&mut self, row: &mut [f32]) {
         match self.kind {
-            Kind::Norm => self.rng.fill_normal(row, 1.0, 0.1),
-            Kind::Weight { std } => self.rng.fill_normal(row, 0.0, std),
+            Init::Norm => self.rng.fill_normal(row, 1.0, 0.1),
+            Init::Weight { std } => self.rng.fill_normal(row, 0.0, std),
         }
     }
 
@@ -443,7 +387,7 @@ impl TensorGen {
         let row_bytes = self
             .ty
             .bytes_for(self.row_len as u64)
-            .ok_or(TinyError::TooLarge("row"))? as usize;
+            .ok_or(TinyError::Shape(ShapeError::TooLarge("row")))? as usize;
         let rows_per_chunk = ((1 << 20) / row_bytes.max(1)).clamp(1, self.n_rows.max(1));
         let mut vals = vec![0f32; self.row_len];
         let mut buf = vec![0u8; row_bytes * rows_per_chunk];
@@ -477,7 +421,10 @@ pub fn create_tiny_gguf(
     overwrite: bool,
 ) -> Result<u64, Box<dyn Error>> {
     spec.validate()?;
-    let vocab = vocab::build(spec.vocab).ok_or(TinyError::VocabTooSmall { vocab: spec.vocab })?;
+    let vocab = vocab::build(spec.vocab).ok_or(TinyError::Shape(ShapeError::VocabTooSmall {
+        vocab: spec.vocab,
+        min: MIN_VOCAB,
+    }))?;
     let plan = spec.plan();
     let w = spec.writer(vocab, &plan)?;
     let mut file = w.create(path, overwrite)?;
@@ -491,7 +438,10 @@ pub fn create_tiny_gguf(
 /// and fuzz seeds).
 pub fn tiny_gguf_bytes(spec: &TinySpec) -> Result<Vec<u8>, Box<dyn Error>> {
     spec.validate()?;
-    let vocab = vocab::build(spec.vocab).ok_or(TinyError::VocabTooSmall { vocab: spec.vocab })?;
+    let vocab = vocab::build(spec.vocab).ok_or(TinyError::Shape(ShapeError::VocabTooSmall {
+        vocab: spec.vocab,
+        min: MIN_VOCAB,
+    }))?;
     let plan = spec.plan();
     let w = spec.writer(vocab, &plan)?;
     let mut data: Vec<Vec<u8>> = Vec::with_capacity(plan.len());

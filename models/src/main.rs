@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use xverse_models::hf::{self, HfDtype, HfSpec};
-use xverse_models::{create_hf_checkpoint, create_tiny_gguf, presets, seeds, TinySpec};
+use xverse_models::{create_hf_checkpoint, create_tiny_gguf, presets, seeds, Shape, TinySpec};
 use xverse_quant::GgmlType;
 
 #[derive(Parser)]
@@ -38,7 +38,70 @@ enum Command {
     },
 }
 
+/// The shape and seed flags of `tiny` and `hf`.
 #[derive(clap::Args)]
+struct ShapeArgs {
+    /// Start from the shape of a preset (see `xverse-models presets`); the flags below override it.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Hidden size (hidden_size) [default: 64].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Number of layers (num_hidden_layers) [default: 2].
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads (num_attention_heads) [default: 4].
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads (num_key_value_heads) [default: = heads].
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Feed-forward size (intermediate_size) [default: 172].
+    #[arg(long)]
+    ffn: Option<usize>,
+    /// Vocabulary size (vocab_size) [default: 512]; each subcommand says its minimum.
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Training context length (max_position_embeddings) [default: 2048].
+    #[arg(long)]
+    context: Option<usize>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl ShapeArgs {
+    /// The preset's shape (or `default`) with the flags given applied: `--heads` alone also
+    /// sets the key/value heads to it.
+    fn shape(&self, default: Shape) -> Result<Shape, String> {
+        let mut s = match &self.preset {
+            Some(name) => Shape::from_preset(&find_preset(name)?),
+            None => default,
+        };
+        for (flag, field) in [
+            (self.hidden, &mut s.hidden),
+            (self.layers, &mut s.layers),
+            (self.heads, &mut s.heads),
+            (self.ffn, &mut s.ffn),
+            (self.vocab, &mut s.vocab),
+            (self.context, &mut s.context),
+        ] {
+            if let Some(v) = flag {
+                *field = v;
+            }
+        }
+        if self.heads.is_some() {
+            s.kv_heads = None;
+        }
+        if self.kv_heads.is_some() {
+            s.kv_heads = self.kv_heads;
+        }
+        Ok(s)
+    }
+}
+
+#[derive(clap::Args)]
+#[command(mut_arg("vocab", |a| a.help("Vocabulary size (vocab_size), at least 260 [default: 512]")))]
 struct TinyArgs {
     /// Output file.
     #[arg(short, long)]
@@ -48,70 +111,24 @@ struct TinyArgs {
     /// (llama.cpp b2757 cannot load bf16.)
     #[arg(short = 't', long = "type", default_value = "f32", value_parser = parse_type)]
     ty: GgmlType,
-    /// Start from the shape of a preset (see `xverse-models presets`); the flags below override it.
-    #[arg(long)]
-    preset: Option<String>,
-    /// Hidden size [default: 64].
-    #[arg(long)]
-    hidden: Option<usize>,
-    /// Number of layers [default: 2].
-    #[arg(long)]
-    layers: Option<usize>,
-    /// Attention heads [default: 4].
-    #[arg(long)]
-    heads: Option<usize>,
-    /// Key/value heads [default: = heads].
-    #[arg(long)]
-    kv_heads: Option<usize>,
-    /// Feed-forward size [default: 172].
-    #[arg(long)]
-    ffn: Option<usize>,
-    /// Vocabulary size, at least 260 [default: 512].
-    #[arg(long)]
-    vocab: Option<usize>,
-    /// Training context length [default: 2048].
-    #[arg(long)]
-    context: Option<usize>,
-    /// Seed of the random weights.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Replace OUTPUT if it exists.
     #[arg(short, long)]
     force: bool,
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("vocab", |a| a.help("Vocabulary size (vocab_size), at least 261 [default: 512]")))]
+#[command(mut_arg("kv_heads", |a| a.help(
+    "Key/value heads (num_key_value_heads, written to config.json only when given) [default: = heads]"
+)))]
 struct HfArgs {
     /// Output folder (created; it must not exist, or be empty, unless --force).
     #[arg(short, long)]
     output: PathBuf,
-    /// Start from the shape of a preset (see `xverse-models presets`); the flags below override it.
-    #[arg(long)]
-    preset: Option<String>,
-    /// hidden_size [default: 64].
-    #[arg(long)]
-    hidden: Option<usize>,
-    /// num_hidden_layers [default: 2].
-    #[arg(long)]
-    layers: Option<usize>,
-    /// num_attention_heads [default: 4].
-    #[arg(long)]
-    heads: Option<usize>,
-    /// num_key_value_heads (written to config.json only when given) [default: = heads].
-    #[arg(long)]
-    kv_heads: Option<usize>,
-    /// intermediate_size [default: 172].
-    #[arg(long)]
-    ffn: Option<usize>,
-    /// vocab_size, at least 261 [default: 512].
-    #[arg(long)]
-    vocab: Option<usize>,
-    /// max_position_embeddings [default: 2048].
-    #[arg(long)]
-    context: Option<usize>,
-    /// Seed of the random weights.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Most tensor bytes per shard: a number, or with a unit like Hugging Face's
     /// `max_shard_size` (`2GB` = 2·10⁹, `1GiB` = 2³⁰, also KB/MB/KiB/MiB).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
@@ -177,36 +194,13 @@ fn find_preset(name: &str) -> Result<presets::Preset, String> {
 }
 
 fn hf_checkpoint(a: HfArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut spec = match &a.preset {
-        Some(name) => HfSpec::from_preset(&find_preset(name)?),
-        None => HfSpec::default(),
-    };
-    spec.seed = a.seed;
+    let mut spec = HfSpec::default();
+    spec.set_shape(&a.shape.shape(spec.shape())?);
+    spec.seed = a.shape.seed;
     spec.max_shard_bytes = a.max_shard_bytes;
     spec.dtype = a.dtype;
     if a.no_rope_theta {
         spec.rope_theta = None;
-    }
-    if let Some(v) = a.hidden {
-        spec.hidden = v;
-    }
-    if let Some(v) = a.layers {
-        spec.layers = v;
-    }
-    if let Some(v) = a.heads {
-        spec.heads = v;
-    }
-    if a.kv_heads.is_some() {
-        spec.kv_heads = a.kv_heads;
-    }
-    if let Some(v) = a.ffn {
-        spec.ffn = v;
-    }
-    if let Some(v) = a.vocab {
-        spec.vocab = v;
-    }
-    if let Some(v) = a.context {
-        spec.context = v;
     }
     spec.validate()?;
     // Ctrl-C: remove the half-written folder (the target itself is only ever renamed into place)
@@ -224,17 +218,11 @@ fn hf_checkpoint(a: HfArgs) -> Result<(), Box<dyn std::error::Error>> {
     let s = create_hf_checkpoint(&a.output, &spec, a.force)?;
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {}: {} parameters, {} tensors, hidden {} layers {} heads {} (kv {}) ffn {} vocab {} context {}, {}, seed {}",
+        "wrote {}: {} parameters, {} tensors, {}, {}, seed {}",
         s.dir.display(),
         presets::group_thousands(s.params),
         s.tensors,
-        spec.hidden,
-        spec.layers,
-        spec.heads,
-        spec.kv_heads(),
-        spec.ffn,
-        spec.vocab,
-        spec.context,
+        spec.shape(),
         spec.dtype.torch_name(),
         spec.seed
     );
@@ -266,34 +254,10 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 }
 
 fn tiny(a: TinyArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut spec = match &a.preset {
-        Some(name) => TinySpec::from_preset(&find_preset(name)?),
-        None => TinySpec::default(),
-    };
+    let mut spec = TinySpec::default();
+    spec.set_shape(&a.shape.shape(spec.shape())?);
     spec.ty = a.ty;
-    spec.seed = a.seed;
-    if let Some(v) = a.hidden {
-        spec.hidden = v;
-    }
-    if let Some(v) = a.layers {
-        spec.layers = v;
-    }
-    if let Some(v) = a.heads {
-        spec.heads = v;
-        spec.kv_heads = v;
-    }
-    if let Some(v) = a.kv_heads {
-        spec.kv_heads = v;
-    }
-    if let Some(v) = a.ffn {
-        spec.ffn = v;
-    }
-    if let Some(v) = a.vocab {
-        spec.vocab = v;
-    }
-    if let Some(v) = a.context {
-        spec.context = v;
-    }
+    spec.seed = a.shape.seed;
     spec.validate()?;
     if a.output.exists() && !a.force {
         return Err(format!("{} exists; pass --force to replace it", a.output.display()).into());
@@ -305,21 +269,18 @@ fn tiny(a: TinyArgs) -> Result<(), Box<dyn std::error::Error>> {
         .filter(|t| t.dims.len() == 2 && t.ty != spec.ty)
         .count();
     println!(
-        "wrote {}: {} bytes, {} tensors, {} parameters, hidden {} layers {} heads {} (kv {}) ffn {} vocab {} context {}, type {}{}, seed {}",
+        "wrote {}: {} bytes, {} tensors, {} parameters, {}, type {}{}, seed {}",
         a.output.display(),
         size,
         tensors.len(),
         presets::group_thousands(spec.params()),
-        spec.hidden,
-        spec.layers,
-        spec.heads,
-        spec.kv_heads,
-        spec.ffn,
-        spec.vocab,
-        spec.context,
+        spec.shape(),
         spec.ty,
         if fallback > 0 {
-            format!(" ({fallback} weights in f16: rows not whole {} blocks)", spec.ty)
+            format!(
+                " ({fallback} weights in f16: rows not whole {} blocks)",
+                spec.ty
+            )
         } else {
             String::new()
         },

@@ -1,0 +1,371 @@
+//! Kernel tests: every SIMD kernel against the scalar reference, the scalar reference against
+//! dequantize-then-dot, and the length checks of the public entry.
+
+use super::*;
+use crate::blocks;
+use half::{bf16, f16};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn int(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i32
+    }
+}
+
+const QUANT: [GgmlType; 10] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+const FLOAT: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+
+fn put_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// Offsets of the f16 scale fields of a weight block.
+fn scale_offsets(w: GgmlType) -> &'static [usize] {
+    match w {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q6K => &[208],
+        GgmlType::Q3K => &[108],
+        _ => &[],
+    }
+}
+
+/// Random weight bytes with every f16 scale set by `scale`.
+fn random_weights(
+    rng: &mut Rng,
+    w: GgmlType,
+    n: usize,
+    mut scale: impl FnMut(&mut Rng) -> f32,
+) -> Vec<u8> {
+    let bytes = w.bytes_for(n as u64).unwrap() as usize;
+    let mut v: Vec<u8> = (0..bytes).map(|_| rng.byte()).collect();
+    for b in v.chunks_exact_mut(w.type_size()) {
+        for &off in scale_offsets(w) {
+            let s = scale(rng);
+            put_f16(b, off, s);
+        }
+        if w == GgmlType::Q6K {
+            for s in &mut b[192..208] {
+                *s = rng.int(-8, 8) as i8 as u8;
+            }
+        }
+    }
+    v
+}
+
+/// Random activation bytes of the pairing type with unit scales (integers only).
+fn unit_activations(rng: &mut Rng, w: GgmlType, n: usize) -> Vec<u8> {
+    let t = vec_dot_type(w);
+    let mut v = vec![0u8; t.bytes_for(n as u64).unwrap() as usize];
+    for b in v.chunks_exact_mut(t.type_size()) {
+        match t {
+            GgmlType::Q8_0 => {
+                put_f16(b, 0, 1.0);
+                for q in &mut b[2..] {
+                    *q = rng.int(-127, 127) as i8 as u8;
+                }
+            }
+            GgmlType::Q8_1 => {
+                put_f16(b, 0, 1.0);
+                let mut s = 0i32;
+                for q in &mut b[4..] {
+                    let x = rng.int(-127, 127);
+                    s += x;
+                    *q = x as i8 as u8;
+                }
+                put_f16(b, 2, s as f32);
+            }
+            GgmlType::Q8K => {
+                b[..4].copy_from_slice(&1f32.to_le_bytes());
+                let qs: Vec<i8> = (0..256).map(|_| rng.int(-128, 127) as i8).collect();
+                for (d, &q) in b[4..260].iter_mut().zip(&qs) {
+                    *d = q as u8;
+                }
+                for (g, s) in qs.chunks_exact(16).enumerate() {
+                    let sum: i16 = s.iter().map(|&q| i16::from(q)).sum();
+                    b[260 + 2 * g..262 + 2 * g].copy_from_slice(&sum.to_le_bytes());
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    v
+}
+
+/// Floats that are small integers, encoded in `t` (exact products and sums).
+fn int_floats(rng: &mut Rng, t: GgmlType, n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let x = rng.int(-16, 16) as f32;
+        match t {
+            GgmlType::F32 => v.extend_from_slice(&x.to_le_bytes()),
+            GgmlType::F16 => v.extend_from_slice(&f16::from_f32(x).to_bits().to_le_bytes()),
+            _ => v.extend_from_slice(&bf16::from_f32(x).to_bits().to_le_bytes()),
+        }
+    }
+    v
+}
+
+fn levels() -> Vec<SimdLevel> {
+    [SimdLevel::Avx2, SimdLevel::Avx512]
+        .into_iter()
+        .filter(|&l| l <= hardware_level())
+        .collect()
+}
+
+const BLOCK_COUNTS: [usize; 10] = [1, 2, 3, 4, 5, 7, 8, 16, 31, 64];
+
+#[test]
+fn kernels_simd_exact_on_integer_inputs() {
+    let mut rng = Rng(1);
+    for &w in &QUANT {
+        for &nb in &BLOCK_COUNTS {
+            let n = nb * w.block_size();
+            let x = random_weights(&mut rng, w, n, |_| 1.0);
+            let y = unit_activations(&mut rng, w, n);
+            let s = vec_dot_with(SimdLevel::Scalar, w, n, &x, &y);
+            assert_eq!(s, scalar::vec_dot(w, &x, &y).unwrap());
+            for l in levels() {
+                let v = vec_dot_with(l, w, n, &x, &y);
+                assert_eq!(v, s, "{w} {l:?} n={n}");
+            }
+        }
+    }
+    for &w in &FLOAT {
+        for n in [
+            1, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 100, 255, 256, 1000, 4096,
+        ] {
+            let x = int_floats(&mut rng, w, n);
+            let y = int_floats(&mut rng, w, n);
+            let s = vec_dot_with(SimdLevel::Scalar, w, n, &x, &y);
+            for l in levels() {
+                assert_eq!(vec_dot_with(l, w, n, &x, &y), s, "{w} {l:?} n={n}");
+            }
+        }
+    }
+}
+
+/// Dequantized row of `t` (any type with a dequantizer).
+fn deq(t: GgmlType, b: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    blocks::dequantize_row(t, b, &mut out).unwrap();
+    out
+}
+
+/// Σ (|w_i| + max|w| of its block)·|a_i|: a bound on every float term the kernels add.
+fn bound(w: GgmlType, wd: &[f32], ad: &[f32]) -> f64 {
+    let bs = w.block_size().max(1);
+    let mut s = 0f64;
+    for (wb, ab) in wd.chunks(bs).zip(ad.chunks(bs)) {
+        let m = wb.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let m = if w.is_quantized() { m } else { 0.0 };
+        for (&a, &b) in wb.iter().zip(ab) {
+            s += f64::from(a.abs() + m) * f64::from(b.abs());
+        }
+    }
+    s
+}
+
+/// Weight and activation rows for `w`: quantized from `xw`/`xa` (Q2_K: random quants).
+fn make_rows(rng: &mut Rng, w: GgmlType, xw: &[f32], xa: &[f32]) -> (Vec<u8>, Vec<u8>) {
+    let n = xw.len();
+    let wb = if blocks::can_quantize(w) {
+        let mut b = vec![0u8; w.bytes_for(n as u64).unwrap() as usize];
+        blocks::quantize_row(w, xw, &mut b).unwrap();
+        b
+    } else {
+        random_weights(rng, w, n, |r| r.f() * 0.01)
+    };
+    let mut ab = Vec::new();
+    quantize_activations(w, xa, &mut ab);
+    (wb, ab)
+}
+
+fn inputs(rng: &mut Rng, n: usize, kind: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match kind {
+            0 => rng.f(),
+            1 => rng.f() * 1e4,
+            2 => {
+                if i % 3 == 0 {
+                    6e4
+                } else if i % 3 == 1 {
+                    -6e4
+                } else {
+                    0.0
+                }
+            }
+            3 => rng.f().abs() * 100.0 + 1.0,
+            _ => (rng.f() * 1e-3).powi(3),
+        })
+        .collect()
+}
+
+#[test]
+fn kernels_simd_match_scalar_on_real_rows() {
+    let mut rng = Rng(2);
+    for w in QUANT.iter().chain(&FLOAT).copied() {
+        for &nb in &BLOCK_COUNTS {
+            for kind in 0..5 {
+                let n = nb * w.block_size().max(32);
+                let xw = inputs(&mut rng, n, kind);
+                let xa = inputs(&mut rng, n, (kind + 1) % 5);
+                let (wb, ab) = make_rows(&mut rng, w, &xw, &xa);
+                let s = vec_dot_with(SimdLevel::Scalar, w, n, &wb, &ab);
+                let bnd = bound(w, &deq(w, &wb, n), &deq(vec_dot_type(w), &ab, n));
+                for l in levels() {
+                    let v = vec_dot_with(l, w, n, &wb, &ab);
+                    if !s.is_finite() {
+                        // Q8_1's f16 `s` overflows for huge activations, as in ggml
+                        assert!(
+                            v == s || (v.is_nan() && s.is_nan()),
+                            "{w} {l:?}: {v} vs {s}"
+                        );
+                        continue;
+                    }
+                    let err = f64::from((v - s).abs());
+                    assert!(
+                        err <= 4e-5 * bnd + 1e-30,
+                        "{w} {l:?} n={n} kind={kind}: {v} vs {s} (bound {bnd})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_scalar_matches_dequantized_dot() {
+    let mut rng = Rng(3);
+    for w in QUANT.iter().chain(&FLOAT).copied() {
+        for &nb in &[1usize, 3, 16] {
+            for kind in [0, 1, 3] {
+                let n = nb * w.block_size().max(32);
+                let xw = inputs(&mut rng, n, kind);
+                let xa = inputs(&mut rng, n, 0);
+                let (wb, ab) = make_rows(&mut rng, w, &xw, &xa);
+                let s = vec_dot_with(SimdLevel::Scalar, w, n, &wb, &ab);
+                let wd = deq(w, &wb, n);
+                let ad = deq(vec_dot_type(w), &ab, n);
+                let exact: f64 = wd
+                    .iter()
+                    .zip(&ad)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                let bnd = bound(w, &wd, &ad);
+                // Q8_1 stores d·Σq as f16: the min term is rounded to 11 bits.
+                let tol = if matches!(w, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    2e-3
+                } else {
+                    1e-5
+                };
+                assert!(
+                    (f64::from(s) - exact).abs() <= tol * bnd + 1e-30,
+                    "{w} n={n} kind={kind}: {s} vs {exact}"
+                );
+                // and against the unquantized rows, within the quantization error
+                if blocks::can_quantize(w) {
+                    let f: f64 = xw
+                        .iter()
+                        .zip(&xa)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
+                    let mag: f64 = xw
+                        .iter()
+                        .zip(&xa)
+                        .map(|(&a, &b)| f64::from((a * b).abs()))
+                        .sum();
+                    assert!(
+                        (f64::from(s) - f).abs() <= 0.1 * mag + 1e-30,
+                        "{w} n={n}: {s} vs f32 {f}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_wrong_lengths_give_zero() {
+    let mut rng = Rng(4);
+    for w in QUANT.iter().chain(&FLOAT).copied() {
+        let n = 2 * w.block_size().max(32);
+        let xw = inputs(&mut rng, n, 0);
+        let (wb, ab) = make_rows(&mut rng, w, &xw, &xw);
+        assert_ne!(vec_dot(w, n, &wb, &ab), 0.0, "{w}");
+        for l in [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512] {
+            assert_eq!(vec_dot_with(l, w, n, &wb[1..], &ab), 0.0);
+            assert_eq!(vec_dot_with(l, w, n, &wb, &ab[..ab.len() - 1]), 0.0);
+            assert_eq!(vec_dot_with(l, w, n + 1, &wb, &ab), 0.0);
+            assert_eq!(vec_dot_with(l, w, n - 1, &wb, &ab), 0.0);
+            assert_eq!(vec_dot_with(l, w, 0, &[], &[]), 0.0);
+        }
+    }
+    assert!(!supported(GgmlType::Q8K) && !supported(GgmlType::Q8_1));
+    assert_eq!(vec_dot(GgmlType::Q8K, 256, &[0; 292], &[0; 292]), 0.0);
+    let mut out = vec![1u8; 3];
+    quantize_activations(GgmlType::Q4_0, &[1.0; 33], &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn kernels_f16_conversion_exact() {
+    for h in 0..=u16::MAX {
+        let a = scalar::f16_to_f32(h);
+        let b = f16::from_bits(h).to_f32();
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{h:#x}"
+        );
+    }
+}
+
+#[test]
+fn kernels_pairing_and_levels() {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        assert!(levels().contains(&SimdLevel::Avx2));
+    }
+    assert_eq!(vec_dot_type(GgmlType::Q4_0), GgmlType::Q8_0);
+    assert_eq!(vec_dot_type(GgmlType::Q5_1), GgmlType::Q8_1);
+    assert_eq!(vec_dot_type(GgmlType::Q4K), GgmlType::Q8K);
+    assert_eq!(vec_dot_type(GgmlType::BF16), GgmlType::BF16);
+    assert!(simd_level() <= hardware_level());
+    assert!(SimdLevel::Scalar < SimdLevel::Avx2 && SimdLevel::Avx2 < SimdLevel::Avx512);
+    for l in [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512] {
+        assert_eq!(SimdLevel::from_name(l.name()), Some(l));
+    }
+    let mut out = Vec::new();
+    quantize_activations(GgmlType::Q6K, &[0.5; 512], &mut out);
+    assert_eq!(out.len(), 2 * 292);
+}

@@ -6,6 +6,9 @@
 pub mod cli;
 pub mod hparams;
 
+// speed (issue 5)
+pub mod bench;
+
 // engine (Engineer A)
 pub mod cpu;
 pub mod engine;

@@ -10,9 +10,17 @@
 //! the f32 activations unchanged (for F16 that is what llama.cpp b2757 does on x86 through
 //! llamafile's tinyBLAS, f16 weights times f32 activations). The results then agree closely
 //! with llama.cpp's, and the fast integer kernels of the next step compute the same function.
+//!
+//! Fast path: where `xverse_quant::kernels` has a dot product for the weight type (and it
+//! pairs the weights with the activation type above), each activation row is quantized ONCE
+//! per product and the outputs are dot products of the raw weight rows of the map with those
+//! blocks (no dequantized copy). Threads take chunks of rows; within a chunk, blocks of a few
+//! rows are multiplied with tiles of tokens, so each weight row is read from memory once per
+//! product and the activations of a tile stay in cache.
 
 use rayon::prelude::*;
 use xverse_quant::blocks;
+use xverse_quant::kernels as fast;
 use xverse_quant::GgmlType;
 
 use super::ops::dot;
@@ -47,6 +55,37 @@ pub fn round_activations(ty: GgmlType, x: &mut [f32], row_len: usize) -> Result<
     Ok(())
 }
 
+/// A dot-product kernel for one weight type: activations quantized once per row into
+/// `act_row_bytes`, dot products of raw weight rows with those blocks.
+#[derive(Clone, Copy, Debug)]
+struct Kernel {
+    ty: GgmlType,
+    act_row_bytes: usize,
+}
+
+impl Kernel {
+    /// The kernel for `ty` weights with rows of `n_in`, when quant has one that computes the
+    /// function of the reference path (same activation type: so not for F32/F16/BF16, whose
+    /// activations stay f32 as in llama.cpp b2757's x86 path, while quant pairs them with
+    /// f16/bf16 activations).
+    fn for_type(ty: GgmlType, n_in: usize) -> Option<Kernel> {
+        let act = activation_type(ty)?;
+        if !fast::supported(ty) || fast::vec_dot_type(ty) != act {
+            return None;
+        }
+        let act_row_bytes = act.bytes_for(n_in as u64)? as usize;
+        Some(Kernel { ty, act_row_bytes })
+    }
+
+    fn quantize(&self, x: &[f32], out: &mut Vec<u8>) {
+        fast::quantize_activations(self.ty, x, out);
+    }
+
+    fn dot(&self, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
+        fast::vec_dot(self.ty, n, w_row, act)
+    }
+}
+
 /// Rows of the weight handled by one task: enough work per task, several tasks per thread.
 fn rows_per_task(n_rows: usize, n_tokens: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
@@ -55,6 +94,12 @@ fn rows_per_task(n_rows: usize, n_tokens: usize) -> usize {
     let by_work = 65_536usize.div_ceil(n_tokens.max(1) * 64).max(1);
     by_threads.max(by_work.min(n_rows)).max(1)
 }
+
+/// Weight rows multiplied together with one tile of tokens (their bytes stay in L1/L2).
+const ROW_BLOCK: usize = 8;
+/// Bytes of quantized activations in one tile of tokens (kept in L2 while a block of rows
+/// passes over it).
+const TILE_BYTES: usize = 128 << 10;
 
 /// `y[t] = W · x[t]` for each of the `n_tokens` rows of `x` (`x`: `n_tokens × w.row_len`,
 /// `y`: `n_tokens × w.n_rows`, both row-major).
@@ -76,7 +121,126 @@ pub fn matmul(
     if n_tokens == 0 || n_out == 0 {
         return Ok(());
     }
+    if w.data.len() < n_out * w.row_bytes {
+        return Err(RuntimeError::new(format!(
+            "matmul {}: {} bytes for {n_out} rows of {}",
+            w.name,
+            w.data.len(),
+            w.row_bytes
+        )));
+    }
+    match Kernel::for_type(w.ty, n_in) {
+        Some(k) => {
+            let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
+            check_act(w, &act, k.act_row_bytes * n_tokens)?;
+            products(w, &act, k.act_row_bytes, n_tokens, y, |r, a| {
+                k.dot(n_in, r, a)
+            });
+            Ok(())
+        }
+        None => matmul_reference(w, x, n_tokens, y),
+    }
+}
 
+fn check_act(w: &Weight<'_>, act: &[u8], want: usize) -> Result<(), RuntimeError> {
+    if act.len() == want {
+        Ok(())
+    } else {
+        Err(RuntimeError::new(format!(
+            "matmul {}: {} bytes of quantized activations, {want} expected",
+            w.name,
+            act.len()
+        )))
+    }
+}
+
+/// The rows of `x` (`row_len` each) quantized by `quantize`, concatenated; rows in parallel
+/// for a batch.
+fn quantize_rows(
+    x: &[f32],
+    row_len: usize,
+    quantize: impl Fn(&[f32], &mut Vec<u8>) + Sync,
+) -> Vec<u8> {
+    let n = x.len() / row_len.max(1);
+    if n <= 1 {
+        let mut out = Vec::new();
+        quantize(x, &mut out);
+        return out;
+    }
+    let rows: Vec<Vec<u8>> = x
+        .par_chunks(row_len)
+        .map(|row| {
+            let mut out = Vec::new();
+            quantize(row, &mut out);
+            out
+        })
+        .collect();
+    rows.concat()
+}
+
+/// `y[t][r] = dot(W row r, act[t])` for every token `t` and row `r`, rows split over the
+/// threads of the current pool. `act` holds `n_tokens` rows of `act_stride` bytes.
+fn products(
+    w: &Weight<'_>,
+    act: &[u8],
+    act_stride: usize,
+    n_tokens: usize,
+    y: &mut [f32],
+    dot: impl Fn(&[u8], &[u8]) -> f32 + Sync,
+) {
+    let n_out = w.n_rows;
+    let per = rows_per_task(n_out, n_tokens);
+    let row = |r: usize| &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
+    if n_tokens == 1 {
+        y.par_chunks_mut(per).enumerate().for_each(|(c, out)| {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = dot(row(c * per + j), act);
+            }
+        });
+        return;
+    }
+    // tiles: ROW_BLOCK rows × `tile` tokens; out is rows × tokens (transposed)
+    let tile = (TILE_BYTES / act_stride.max(1)).clamp(1, n_tokens);
+    let mut yt = vec![0f32; n_out * n_tokens];
+    yt.par_chunks_mut(per * n_tokens)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let r0 = c * per;
+            for (b, out_b) in out.chunks_mut(ROW_BLOCK * n_tokens).enumerate() {
+                let rb = r0 + b * ROW_BLOCK;
+                for t0 in (0..n_tokens).step_by(tile) {
+                    let t1 = (t0 + tile).min(n_tokens);
+                    for (j, out_r) in out_b.chunks_exact_mut(n_tokens).enumerate() {
+                        let wr = row(rb + j);
+                        for (t, o) in out_r[t0..t1].iter_mut().enumerate() {
+                            let a = &act[(t0 + t) * act_stride..(t0 + t + 1) * act_stride];
+                            *o = dot(wr, a);
+                        }
+                    }
+                }
+            }
+        });
+    transpose_into(&yt, n_out, n_tokens, y);
+}
+
+/// `y[t * n_out + r] = yt[r * n_tokens + t]`.
+fn transpose_into(yt: &[f32], n_out: usize, n_tokens: usize, y: &mut [f32]) {
+    for (r, col) in yt.chunks_exact(n_tokens).enumerate().take(n_out) {
+        for (t, &v) in col.iter().enumerate() {
+            y[t * n_out + r] = v;
+        }
+    }
+}
+
+/// The reference path: each weight row dequantized once per batch, f32 dot products with the
+/// activations rounded to [`activation_type`].
+fn matmul_reference(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+) -> Result<(), RuntimeError> {
+    let (n_in, n_out) = (w.row_len, w.n_rows);
     // the activations as ggml's dot product sees them
     let rounded;
     let x = match activation_type(w.ty) {
@@ -113,11 +277,7 @@ pub fn matmul(
     yt.par_chunks_mut(per * n_tokens)
         .enumerate()
         .try_for_each(|(c, out)| tile(c * per, out))?;
-    for (r, col) in yt.chunks_exact(n_tokens).enumerate() {
-        for (t, &v) in col.iter().enumerate() {
-            y[t * n_out + r] = v;
-        }
-    }
+    transpose_into(&yt, n_out, n_tokens, y);
     Ok(())
 }
 
@@ -173,6 +333,50 @@ mod tests {
         }
         let mut y = vec![0f32; 3];
         assert!(matmul(&w, &[0.0; 40], 1, &mut y).is_err());
+    }
+
+    /// The tiled fast-path driver with a dot product built from the blocks (dequantize both,
+    /// f32 dot) gives exactly the reference path's numbers, for any batch and thread split.
+    #[test]
+    fn tiled_products_match_the_reference_path() {
+        let (n_in, n_out) = (64, 37);
+        let wf: Vec<f32> = (0..n_in * n_out)
+            .map(|i| ((i as f32) * 0.77).sin())
+            .collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::F16] {
+            let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
+            blocks::quantize_row(ty, &wf, &mut bytes).unwrap();
+            let w = weight("w", ty, n_in, n_out, &bytes);
+            let act_ty = activation_type(ty).unwrap_or(GgmlType::F32);
+            let stride = act_ty.bytes_for(n_in as u64).unwrap() as usize;
+            for n_tok in [1, 2, 9] {
+                let x: Vec<f32> = (0..n_tok * n_in)
+                    .map(|i| ((i as f32) * 0.29).cos())
+                    .collect();
+                let mut want = vec![0f32; n_tok * n_out];
+                matmul_reference(&w, &x, n_tok, &mut want).unwrap();
+                let act = quantize_rows(&x, n_in, |row, out| {
+                    out.resize(stride, 0);
+                    blocks::quantize_row(act_ty, row, out).unwrap();
+                });
+                assert_eq!(act.len(), stride * n_tok);
+                let dot_blocks = |wr: &[u8], a: &[u8]| {
+                    let (mut wv, mut av) = (vec![0f32; n_in], vec![0f32; n_in]);
+                    blocks::dequantize_row(ty, wr, &mut wv).unwrap();
+                    blocks::dequantize_row(act_ty, a, &mut av).unwrap();
+                    dot(&wv, &av)
+                };
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut y = vec![0f32; n_tok * n_out];
+                    pool.install(|| products(&w, &act, stride, n_tok, &mut y, dot_blocks));
+                    assert_eq!(y, want, "{ty} {n_tok} tokens {threads} threads");
+                }
+            }
+        }
     }
 
     #[test]

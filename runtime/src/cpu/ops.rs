@@ -6,7 +6,27 @@ use half::f16;
 
 /// `Σ a[i]·b[i]` in f32, accumulated in 8 independent lanes (like ggml's SIMD dot products,
 /// and more accurate than one running sum on long rows).
+///
+/// On x86-64 with AVX the same lanes are computed by 256-bit vectors (separate multiply and
+/// add, no FMA), so the result is bit for bit the portable one.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above), the only requirement of `dot_avx`.
+        return unsafe { dot_avx(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// [`dot_lanes`] compiled for AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_avx(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 8];
@@ -105,6 +125,15 @@ mod tests {
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn dot_is_the_portable_dot_bit_for_bit() {
+        for n in [0, 1, 7, 8, 9, 31, 64, 100, 2048] {
+            let a: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.731).sin() * 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.193).cos() / 7.0).collect();
+            assert_eq!(dot(&a, &b).to_bits(), dot_lanes(&a, &b).to_bits(), "{n}");
+        }
     }
 
     #[test]

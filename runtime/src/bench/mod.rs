@@ -1,0 +1,220 @@
+//! What `xverse-bench` measures, as a library: llama-bench-style prompt (pp) and generation
+//! (tg) timings of an [`Engine`], this machine's memory read bandwidth, and the bytes a
+//! generated token has to read (for the roofline: bytes/token × tokens/s ÷ bandwidth).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::engine::Engine;
+use crate::error::RuntimeError;
+use crate::kv_cache::CacheType;
+use crate::model::Model;
+
+/// A small seeded generator (splitmix64) for the random token ids of a test.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A token id below `n_vocab`.
+    pub fn token(&mut self, n_vocab: usize) -> u32 {
+        (self.next_u64() % n_vocab.max(1) as u64) as u32
+    }
+}
+
+/// Mean and sample standard deviation of `v` (sd 0 for fewer than two values).
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Seconds to evaluate a prompt of `n_prompt` random tokens from an empty cache (one batch
+/// as the engine splits it, logits of the last token only).
+pub fn time_prompt(
+    engine: &mut Engine<'_>,
+    n_prompt: usize,
+    rng: &mut Rng,
+) -> Result<f64, RuntimeError> {
+    let n_vocab = engine.model().hparams.vocab as usize;
+    let tokens: Vec<u32> = (0..n_prompt).map(|_| rng.token(n_vocab)).collect();
+    engine.truncate(0);
+    let t = Instant::now();
+    engine.eval(&tokens, false)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Seconds to generate `n_gen` tokens one at a time from an empty cache (random ids, as
+/// llama-bench does: the sampler is not part of the test).
+pub fn time_gen(engine: &mut Engine<'_>, n_gen: usize, rng: &mut Rng) -> Result<f64, RuntimeError> {
+    let n_vocab = engine.model().hparams.vocab as usize;
+    engine.truncate(0);
+    let t = Instant::now();
+    for _ in 0..n_gen {
+        let tok = rng.token(n_vocab);
+        engine.eval(&[tok], false)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Bytes one generated token reads: every weight except the embedding table, one row of that,
+/// and the KV cache of `n_kv` positions (`cache_type` elements, keys and values).
+pub fn bytes_per_token(model: &Model, cache_type: CacheType, n_kv: f64) -> f64 {
+    let embd = model.token_embd();
+    let weights: u64 = model
+        .gguf()
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "token_embd.weight")
+        .map(|t| t.n_bytes)
+        .sum();
+    let hp = &model.hparams;
+    let kv_row = cache_type.row_bytes(hp.head_dim as usize) as f64 * f64::from(hp.kv_heads);
+    weights as f64 + embd.row_bytes as f64 + 2.0 * f64::from(hp.layers) * kv_row * n_kv
+}
+
+/// Streaming read bandwidth of this machine in bytes/s: `threads` threads sum disjoint parts
+/// of a buffer of `bytes` (much larger than the caches) with vector loads; best of `reps`.
+pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))?;
+    let n = (bytes / 8).max(1 << 16);
+    // filled by the threads that read it (first touch places the pages near them)
+    let mut buf = vec![0u64; n];
+    let part = n.div_ceil(threads.max(1) * 4).max(1 << 12);
+    pool.install(|| {
+        buf.par_chunks_mut(part).enumerate().for_each(|(c, p)| {
+            for (i, v) in p.iter_mut().enumerate() {
+                *v = (c * part + i) as u64;
+            }
+        })
+    });
+    let mut best = f64::INFINITY;
+    let mut sink = 0u64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let s = pool.install(|| {
+            buf.par_chunks(part)
+                .map(sum_lanes)
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+        sink = sink.wrapping_add(s);
+    }
+    std::hint::black_box(sink);
+    Ok((n * 8) as f64 / best)
+}
+
+/// Wrapping sum of `p` in 8 independent lanes (the compiler turns it into the widest vector
+/// loads and adds the target allows).
+fn sum_lanes(p: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut it = p.chunks_exact(8);
+    for c in &mut it {
+        for l in 0..8 {
+            acc[l] = acc[l].wrapping_add(c[l]);
+        }
+    }
+    let tail = it.remainder().iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    acc.iter().fold(tail, |a, &b| a.wrapping_add(b))
+}
+
+/// llama-bench's `model_type`: `xverse 1B Q8_0`, from the parameter count and
+/// `general.file_type` (or the type of the first layer's `attn_q`).
+pub fn model_type(model: &Model) -> String {
+    let p = model.hparams.parameters() as f64;
+    let size = if p >= 1e9 {
+        format!("{}B", (p / 1e9).round())
+    } else {
+        format!("{}M", (p / 1e6).round())
+    };
+    let ft = model
+        .gguf()
+        .get_u32("general.file_type")
+        .ok()
+        .and_then(file_type_name)
+        .map(str::to_string)
+        .unwrap_or_else(|| model.layer(0).attn_q.ty.to_string());
+    format!("xverse {size} {ft}")
+}
+
+/// llama.cpp's names of `general.file_type` values.
+fn file_type_name(ft: u32) -> Option<&'static str> {
+    Some(match ft {
+        0 => "all F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K - Medium",
+        11 => "Q3_K - Small",
+        12 => "Q3_K - Medium",
+        13 => "Q3_K - Large",
+        14 => "Q4_K - Small",
+        15 => "Q4_K - Medium",
+        16 => "Q5_K - Small",
+        17 => "Q5_K - Medium",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sd() {
+        assert_eq!(mean_sd(&[]), (0.0, 0.0));
+        assert_eq!(mean_sd(&[3.0]), (3.0, 0.0));
+        let (m, s) = mean_sd(&[1.0, 2.0, 3.0]);
+        assert!((m - 2.0).abs() < 1e-12 && (s - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rng_is_seeded() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..10 {
+            let t = a.token(100);
+            assert!(t < 100);
+            assert_eq!(t, b.token(100));
+        }
+    }
+
+    #[test]
+    fn lanes_sum_everything() {
+        let v: Vec<u64> = (0..1003).collect();
+        assert_eq!(sum_lanes(&v), 1002 * 1003 / 2);
+    }
+
+    #[test]
+    fn bandwidth_is_positive() {
+        assert!(read_bandwidth(1 << 20, 2, 1).unwrap() > 0.0);
+    }
+}

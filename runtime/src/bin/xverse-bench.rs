@@ -1,0 +1,276 @@
+//! `xverse-bench`: prompt-processing and generation speed, like llama.cpp's `llama-bench`.
+//!
+//! ```text
+//! xverse-bench -m FILE... [-p 128,512] [-n 32] [-t 1,2] [-r 5] [--json]
+//! ```
+//!
+//! For every model × thread count × test, `-r` timed runs after one warm-up: a `pp N` test
+//! evaluates N random token ids (seeded) as one prompt from an empty cache, a `tg N` test
+//! generates N tokens one at a time from an empty cache. The table gives tokens/s (mean ± sd);
+//! each tg also as a fraction of the roofline (bytes read per token × tokens/s ÷ this
+//! machine's streaming read bandwidth, measured first). `--json` prints a JSON array with
+//! llama-bench's field names instead. Any error is one line and exit status 1.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::json;
+use xverse_runtime::bench::{
+    bytes_per_token, mean_sd, model_type, read_bandwidth, time_gen, time_prompt, Rng,
+};
+use xverse_runtime::engine::{Engine, EngineConfig};
+use xverse_runtime::kv_cache::CacheType;
+use xverse_runtime::model::Model;
+use xverse_runtime::RuntimeError;
+
+/// Prompt and generation speed of XVERSE GGUF models (llama-bench's flags and JSON).
+#[derive(Parser, Debug)]
+#[command(name = "xverse-bench", version, about, max_term_width = 100)]
+struct Cli {
+    /// GGUF model files (-m A B or -m A -m B).
+    #[arg(short = 'm', long = "model", value_name = "FILE", num_args = 1.., required = true)]
+    models: Vec<PathBuf>,
+    /// Prompt lengths to test (comma-separated; 0 for none).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Numbers of tokens to generate (comma-separated; 0 for none).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
+    /// Thread counts (comma-separated; default: one per available core).
+    #[arg(
+        short = 't',
+        long = "threads",
+        value_name = "N,...",
+        value_delimiter = ','
+    )]
+    threads: Vec<usize>,
+    /// Timed repetitions of each test.
+    #[arg(
+        short = 'r',
+        long = "repetitions",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    reps: usize,
+    /// Element type of the KV cache: f16, f32 or q8_0.
+    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16")]
+    cache_type: String,
+    /// Seed of the random token ids.
+    #[arg(long = "seed", value_name = "N", default_value_t = 1234)]
+    seed: u64,
+    /// MiB of the buffer the bandwidth test reads (0: skip it and the roofline).
+    #[arg(long = "bw-mib", value_name = "N", default_value_t = 1024)]
+    bw_mib: usize,
+    /// Print a JSON array (llama-bench's field names) instead of the table.
+    #[arg(long = "json")]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    xverse_runtime::cli::main_with::<Cli>("xverse-bench", run)
+}
+
+fn err(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::new(msg)
+}
+
+/// One test's result.
+struct Row {
+    file: String,
+    model_type: String,
+    size: u64,
+    params: u64,
+    threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    ts: Vec<f64>,
+    /// tg only: bytes read per generated token.
+    bytes_per_token: Option<f64>,
+}
+
+fn run(cli: Cli) -> Result<(), RuntimeError> {
+    let cache_type: CacheType = cli.cache_type.parse()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if cli.threads.is_empty() {
+        vec![cores]
+    } else {
+        cli.threads.clone()
+    };
+    if threads.contains(&0) {
+        return Err(err("-t 0: at least one thread is needed"));
+    }
+    if cli.reps == 0 {
+        return Err(err("-r 0: at least one repetition is needed"));
+    }
+    let prompts: Vec<usize> = cli.n_prompt.iter().copied().filter(|&n| n > 0).collect();
+    let gens: Vec<usize> = cli.n_gen.iter().copied().filter(|&n| n > 0).collect();
+    if prompts.is_empty() && gens.is_empty() {
+        return Err(err("nothing to test (every -p and -n is 0)"));
+    }
+    for m in &cli.models {
+        if !m.is_file() {
+            return Err(err(format!("{}: no such file", m.display())));
+        }
+    }
+
+    let bandwidth = if cli.bw_mib > 0 {
+        let bw = read_bandwidth(cli.bw_mib << 20, cores, 5)?;
+        if !cli.json {
+            println!(
+                "read bandwidth: {:.1} GB/s ({cores} threads, {} MiB streamed)\n",
+                bw / 1e9,
+                cli.bw_mib
+            );
+        }
+        Some(bw)
+    } else {
+        None
+    };
+
+    if !cli.json {
+        println!(
+            "| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>18} | {:>8} |",
+            "model", "size", "params", "threads", "test", "t/s", "roofline"
+        );
+        println!(
+            "| {:-<30} | {:->10} | {:->8} | {:->7} | {:->8} | {:->18} | {:->8} |",
+            "", "", "", "", "", "", ""
+        );
+    }
+    let mut rows = Vec::new();
+    let n_ctx = prompts
+        .iter()
+        .chain(&gens)
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for path in &cli.models {
+        let model = Model::load(path)?;
+        let mtype = model_type(&model);
+        let size: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
+        let params = model.hparams.parameters();
+        for &t in &threads {
+            let cfg = EngineConfig {
+                n_ctx,
+                cache_type,
+                threads: t,
+            };
+            let mut engine = Engine::new(&model, cfg)?;
+            let mut rng = Rng::new(cli.seed);
+            let tests = prompts
+                .iter()
+                .map(|&p| (p, 0))
+                .chain(gens.iter().map(|&g| (0, g)));
+            for (np, ng) in tests {
+                let time = |e: &mut Engine<'_>, rng: &mut Rng| {
+                    if np > 0 {
+                        time_prompt(e, np, rng)
+                    } else {
+                        time_gen(e, ng, rng)
+                    }
+                };
+                time(&mut engine, &mut rng)?; // warm-up
+                let mut ts = Vec::with_capacity(cli.reps);
+                for _ in 0..cli.reps {
+                    let s = time(&mut engine, &mut rng)?;
+                    ts.push((np + ng) as f64 / s.max(1e-9));
+                }
+                let row = Row {
+                    file: file_name(path),
+                    model_type: mtype.clone(),
+                    size,
+                    params,
+                    threads: t,
+                    n_prompt: np,
+                    n_gen: ng,
+                    ts,
+                    // the cache holds 1..=ng positions while generating: (ng + 1) / 2 on average
+                    bytes_per_token: (ng > 0)
+                        .then(|| bytes_per_token(&model, cache_type, (ng as f64 + 1.0) / 2.0)),
+                };
+                if !cli.json {
+                    print_row(&row, bandwidth);
+                }
+                rows.push(row);
+            }
+        }
+    }
+    if cli.json {
+        let arr: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let (avg, sd) = mean_sd(&r.ts);
+                let roof = roofline(r, bandwidth);
+                json!({
+                    "build_commit": "xverse-rs",
+                    "model_filename": r.file,
+                    "model_type": r.model_type,
+                    "model_size": r.size,
+                    "model_n_params": r.params,
+                    "n_threads": r.threads,
+                    "type_k": cache_type.name(),
+                    "type_v": cache_type.name(),
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "avg_ts": avg,
+                    "stddev_ts": sd,
+                    "samples_ts": r.ts,
+                    "read_bandwidth": bandwidth,
+                    "bytes_per_token": r.bytes_per_token,
+                    "roofline_fraction": roof,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&arr).map_err(|e| err(e.to_string()))?;
+        println!("{text}");
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Fraction of the roofline a tg row reaches.
+fn roofline(r: &Row, bandwidth: Option<f64>) -> Option<f64> {
+    let (avg, _) = mean_sd(&r.ts);
+    Some(r.bytes_per_token? * avg / bandwidth?)
+}
+
+fn print_row(r: &Row, bandwidth: Option<f64>) {
+    let (avg, sd) = mean_sd(&r.ts);
+    let name = Path::new(&r.file)
+        .file_name()
+        .map_or_else(|| r.file.clone(), |n| n.to_string_lossy().into_owned());
+    let test = if r.n_prompt > 0 {
+        format!("pp {}", r.n_prompt)
+    } else {
+        format!("tg {}", r.n_gen)
+    };
+    let roof =
+        roofline(r, bandwidth).map_or_else(|| "-".to_string(), |f| format!("{:.0} %", 100.0 * f));
+    println!(
+        "| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>18} | {:>8} |",
+        format!("{name} ({})", r.model_type),
+        format!("{:.2} GiB", r.size as f64 / (1u64 << 30) as f64),
+        format!("{:.2} B", r.params as f64 / 1e9),
+        r.threads,
+        test,
+        format!("{avg:.2} ± {sd:.2}"),
+        roof
+    );
+}

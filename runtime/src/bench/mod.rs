@@ -94,21 +94,26 @@ pub fn bytes_per_token(model: &Model, cache_type: CacheType, n_kv: f64) -> f64 {
     weights as f64 + embd.row_bytes as f64 + 2.0 * f64::from(hp.layers) * kv_row * n_kv
 }
 
-/// Streaming read bandwidth of this machine in bytes/s: `threads` threads sum disjoint parts
-/// of a buffer of `bytes` (much larger than the caches) with vector loads; best of `reps`.
+/// Streaming read bandwidth of this machine in bytes/s: `threads` threads each read their own
+/// slice of a 64-byte-aligned buffer of `bytes` (much larger than the caches; written once
+/// before timing) with the widest loads the CPU has (AVX2 when it is detected at run time,
+/// else SSE2 or scalar), into several accumulators; best of `reps`.
 pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
+    let threads = threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
+        .num_threads(threads)
         .build()
         .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))?;
-    let n = (bytes / 8).max(1 << 16);
+    // whole 64-byte lines, at least 512 KiB
+    let lines = (bytes / 64).max(1 << 13);
+    let mut buf = vec![Line([0; 8]); lines];
+    let part = lines.div_ceil(threads);
     // filled by the threads that read it (first touch places the pages near them)
-    let mut buf = vec![0u64; n];
-    let part = n.div_ceil(threads.max(1) * 4).max(1 << 12);
     pool.install(|| {
         buf.par_chunks_mut(part).enumerate().for_each(|(c, p)| {
-            for (i, v) in p.iter_mut().enumerate() {
-                *v = (c * part + i) as u64;
+            for (i, l) in p.iter_mut().enumerate() {
+                let v = ((c * part + i) * 8) as u64;
+                l.0 = [v, v + 1, v + 2, v + 3, v + 4, v + 5, v + 6, v + 7];
             }
         })
     });
@@ -118,28 +123,108 @@ pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> Result<f64, 
         let t = Instant::now();
         let s = pool.install(|| {
             buf.par_chunks(part)
-                .map(sum_lanes)
+                .with_max_len(1)
+                .map(sum_lines)
                 .reduce(|| 0, u64::wrapping_add)
         });
         best = best.min(t.elapsed().as_secs_f64());
         sink = sink.wrapping_add(s);
     }
     std::hint::black_box(sink);
-    Ok((n * 8) as f64 / best)
+    Ok((lines * 64) as f64 / best)
 }
 
-/// Wrapping sum of `p` in 8 independent lanes (the compiler turns it into the widest vector
-/// loads and adds the target allows).
-fn sum_lanes(p: &[u64]) -> u64 {
+/// One 64-byte cache line, aligned to 64 bytes (so every vector load is aligned).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+/// Wrapping sum of every `u64` in `p`, with AVX2 loads when the CPU has them.
+fn sum_lines(p: &[Line]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            return unsafe { sum_lines_avx2(p) };
+        }
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        return unsafe { sum_lines_sse2(p) };
+    }
+    #[allow(unreachable_code)]
+    sum_lines_scalar(p)
+}
+
+/// Portable fallback of [`sum_lines`]: 8 independent lanes.
+fn sum_lines_scalar(p: &[Line]) -> u64 {
     let mut acc = [0u64; 8];
-    let mut it = p.chunks_exact(8);
-    for c in &mut it {
-        for l in 0..8 {
-            acc[l] = acc[l].wrapping_add(c[l]);
+    for l in p {
+        for (a, &v) in acc.iter_mut().zip(&l.0) {
+            *a = a.wrapping_add(v);
         }
     }
-    let tail = it.remainder().iter().fold(0u64, |a, &b| a.wrapping_add(b));
-    acc.iter().fold(tail, |a, &b| a.wrapping_add(b))
+    acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+/// [`sum_lines`] with 256-bit aligned loads, two lines (four accumulators) per step.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum_lines_avx2(p: &[Line]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut it = p.chunks_exact(2);
+    for c in &mut it {
+        let q = c.as_ptr().cast::<__m256i>();
+        // SAFETY: `c` is two 64-byte-aligned lines, i.e. four aligned 32-byte vectors.
+        unsafe {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi64(*a, _mm256_load_si256(q.add(k)));
+            }
+        }
+    }
+    for l in it.remainder() {
+        let q = l.0.as_ptr().cast::<__m256i>();
+        // SAFETY: one 64-byte-aligned line is two aligned 32-byte vectors.
+        unsafe {
+            acc[0] = _mm256_add_epi64(acc[0], _mm256_load_si256(q));
+            acc[1] = _mm256_add_epi64(acc[1], _mm256_load_si256(q.add(1)));
+        }
+    }
+    let s = _mm256_add_epi64(
+        _mm256_add_epi64(acc[0], acc[1]),
+        _mm256_add_epi64(acc[2], acc[3]),
+    );
+    let mut out = [0u64; 4];
+    // SAFETY: `out` has room for 32 bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), s) };
+    out.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+/// [`sum_lines`] with 128-bit aligned loads, four accumulators.
+///
+/// # Safety
+/// The CPU must support SSE2 (always true on x86_64).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn sum_lines_sse2(p: &[Line]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm_setzero_si128(); 4];
+    for l in p {
+        let q = l.0.as_ptr().cast::<__m128i>();
+        // SAFETY: one 64-byte-aligned line is four aligned 16-byte vectors.
+        unsafe {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm_add_epi64(*a, _mm_load_si128(q.add(k)));
+            }
+        }
+    }
+    let s = _mm_add_epi64(_mm_add_epi64(acc[0], acc[1]), _mm_add_epi64(acc[2], acc[3]));
+    let mut out = [0u64; 2];
+    // SAFETY: `out` has room for 16 bytes; the store is unaligned.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), s) };
+    out[0].wrapping_add(out[1])
 }
 
 /// llama-bench's `model_type`: `xverse 1B Q8_0`, from the parameter count and
@@ -208,9 +293,22 @@ mod tests {
     }
 
     #[test]
-    fn lanes_sum_everything() {
-        let v: Vec<u64> = (0..1003).collect();
-        assert_eq!(sum_lanes(&v), 1002 * 1003 / 2);
+    fn every_path_sums_everything() {
+        let v: Vec<Line> = (0..1003u64)
+            .map(|i| Line(std::array::from_fn(|k| i * 8 + k as u64)))
+            .collect();
+        let want = 8024 * 8023 / 2;
+        assert_eq!(sum_lines(&v), want);
+        assert_eq!(sum_lines_scalar(&v), want);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            assert_eq!(unsafe { sum_lines_sse2(&v) }, want);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present (checked just above).
+                assert_eq!(unsafe { sum_lines_avx2(&v) }, want);
+            }
+        }
     }
 
     #[test]

@@ -248,20 +248,30 @@ impl<'m> Context<'m> {
     /// A context of `n_ctx` positions (also the batch size), 1 thread, seed 1, llama.cpp's
     /// default F16 KV cache.
     pub fn new(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
-        Context::create(model, n_ctx, false)
+        Context::create(model, n_ctx, false, 1)
+    }
+
+    /// As [`Context::new`], with `n_threads` threads for both single tokens and batches
+    /// (ggml's workers busy-wait between graph nodes: fine for a benchmark, not for a test
+    /// sharing a small machine).
+    pub fn with_threads(model: &'m Model, n_ctx: u32, n_threads: u32) -> Result<Context<'m>> {
+        Context::create(model, n_ctx, false, n_threads)
     }
 
     /// As [`Context::new`], with the KV cache in F32 (`type_k = type_v = GGML_TYPE_F32`), so that
     /// the cache adds no rounding of its own: the logits then show the precision of the
     /// model file alone.
     pub fn with_f32_kv_cache(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
-        Context::create(model, n_ctx, true)
+        Context::create(model, n_ctx, true, 1)
     }
 
-    fn create(model: &'m Model, n_ctx: u32, f32_kv: bool) -> Result<Context<'m>> {
+    fn create(model: &'m Model, n_ctx: u32, f32_kv: bool, n_threads: u32) -> Result<Context<'m>> {
         backend_init();
         if n_ctx == 0 {
             return err("n_ctx must be positive");
+        }
+        if n_threads == 0 || n_threads > i32::MAX as u32 {
+            return err("n_threads must be positive");
         }
         // SAFETY: returns a plain struct of defaults.
         let mut params = unsafe { sys::llama_context_default_params() };
@@ -270,8 +280,8 @@ impl<'m> Context<'m> {
         params.n_batch = n_ctx;
         params.n_ubatch = n_ctx;
         params.n_seq_max = 1;
-        params.n_threads = 1;
-        params.n_threads_batch = 1;
+        params.n_threads = n_threads;
+        params.n_threads_batch = n_threads;
         params.logits_all = false;
         params.embeddings = false;
         if f32_kv {
@@ -309,6 +319,25 @@ impl<'m> Context<'m> {
     /// Decodes `tokens` at positions `start_pos..` in sequence 0 and returns the logits of every
     /// token (`tokens.len()` vectors of `n_vocab` floats).
     pub fn decode(&mut self, tokens: &[i32], start_pos: usize) -> Result<Vec<Vec<f32>>> {
+        self.decode_with(tokens, start_pos, true)
+    }
+
+    /// As [`Context::decode`], with logits computed and returned for the last token only (as
+    /// llama-bench and a generating application ask for them).
+    pub fn decode_last(&mut self, tokens: &[i32], start_pos: usize) -> Result<Vec<f32>> {
+        let mut out = self.decode_with(tokens, start_pos, false)?;
+        match out.pop() {
+            Some(l) => Ok(l),
+            None => err("no logits"),
+        }
+    }
+
+    fn decode_with(
+        &mut self,
+        tokens: &[i32],
+        start_pos: usize,
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         let n_vocab = self.model.n_vocab();
         if tokens.is_empty() {
             return err("no tokens to decode");
@@ -335,7 +364,7 @@ impl<'m> Context<'m> {
                 *batch.pos.add(i) = (start_pos + i) as i32;
                 *batch.n_seq_id.add(i) = 1;
                 *(*batch.seq_id.add(i)) = 0;
-                *batch.logits.add(i) = 1;
+                *batch.logits.add(i) = i8::from(all_logits || i + 1 == tokens.len());
             }
         }
         let mut batch = batch;
@@ -346,8 +375,9 @@ impl<'m> Context<'m> {
         let result = if rc != 0 {
             err(format!("llama_decode returned {rc}"))
         } else {
+            let first = if all_logits { 0 } else { n - 1 };
             let mut out = Vec::with_capacity(tokens.len());
-            for i in 0..n {
+            for i in first..n {
                 // SAFETY: live context after a successful decode with logits requested for
                 // token i; the pointer covers n_vocab floats owned by the context, copied at once.
                 let p = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), i) };
@@ -358,7 +388,7 @@ impl<'m> Context<'m> {
                 // SAFETY: see above.
                 out.push(unsafe { std::slice::from_raw_parts(p, n_vocab) }.to_vec());
             }
-            if out.len() == tokens.len() {
+            if out.len() == (n - first) as usize {
                 Ok(out)
             } else {
                 err("llama_get_logits_ith returned null")

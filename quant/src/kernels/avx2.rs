@@ -188,6 +188,102 @@ pub(super) fn bf16_bf16(x: &[u8], y: &[u8]) -> f32 {
     hsum(s) + super::scalar::bf16_bf16(xr, yr)
 }
 
+/// Weights of type `w` (F32, F16 or BF16) · f32 activations; `None` for other types.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+pub unsafe fn f32_act(w: GgmlType, x: &[u8], y: &[f32]) -> Option<f32> {
+    // SAFETY: the caller guarantees AVX2, FMA and F16C, all these functions need.
+    unsafe {
+        Some(match w {
+            GgmlType::F32 => f32_f32_act(x, y),
+            GgmlType::F16 => f16_f32_act(x, y),
+            GgmlType::BF16 => bf16_f32_act(x, y),
+            _ => return None,
+        })
+    }
+}
+
+/// Loads 8 f32 from the start of `y`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load8(y: &[f32]) -> __m256 {
+    assert!(y.len() >= 8);
+    // SAFETY: `y` holds at least 8 floats (checked above); unaligned load.
+    unsafe { _mm256_loadu_ps(y.as_ptr()) }
+}
+
+/// f32 weights · f32 activations: 4 independent 8-lane FMA accumulators over 32 elements per
+/// step, then 8 per step, then the scalar tail (< 8 elements).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f32_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let xs = x.chunks_exact(128);
+    let ys = y.chunks_exact(32);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let va = _mm256_castsi256_ps(load32(&a[32 * k..]));
+            *acc = _mm256_fmadd_ps(va, load8(&b[8 * k..]), *acc);
+        }
+    }
+    let xs = xr.chunks_exact(32);
+    let ys = yr.chunks_exact(8);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        let va = _mm256_castsi256_ps(load32(a));
+        acc[0] = _mm256_fmadd_ps(va, load8(b), acc[0]);
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(s) + super::scalar::f32_f32_act(xr, yr)
+}
+
+/// f16 weights (converted by F16C) · f32 activations, accumulated like [`f32_f32_act`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let xs = x.chunks_exact(64);
+    let ys = y.chunks_exact(32);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let va = _mm256_cvtph_ps(load16(&a[16 * k..]));
+            *acc = _mm256_fmadd_ps(va, load8(&b[8 * k..]), *acc);
+        }
+    }
+    let xs = xr.chunks_exact(16);
+    let ys = yr.chunks_exact(8);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtph_ps(load16(a)), load8(b), acc[0]);
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(s) + super::scalar::f16_f32_act(xr, yr)
+}
+
+/// bf16 weights (widened by a 16-bit shift) · f32 activations, accumulated like
+/// [`f32_f32_act`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn bf16_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let xs = x.chunks_exact(64);
+    let ys = y.chunks_exact(32);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(bf16x8(&a[16 * k..]), load8(&b[8 * k..]), *acc);
+        }
+    }
+    let xs = xr.chunks_exact(16);
+    let ys = yr.chunks_exact(8);
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    for (a, b) in xs.zip(ys) {
+        acc[0] = _mm256_fmadd_ps(bf16x8(a), load8(b), acc[0]);
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(s) + super::scalar::bf16_f32_act(xr, yr)
+}
+
 /// Q8_0 · Q8_0 (two blocks per step, two accumulators).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn q8_0_q8_0(x: &[u8], y: &[u8]) -> f32 {

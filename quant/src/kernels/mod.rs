@@ -185,5 +185,46 @@ pub fn vec_dot_with(level: SimdLevel, w: GgmlType, n: usize, w_row: &[u8], act: 
     scalar::vec_dot(w, w_row, act).unwrap_or(0.0)
 }
 
+/// Whether [`vec_dot_f32_act`] has a kernel for weight type `w` (F32, F16 and BF16).
+pub fn supported_f32_act(w: GgmlType) -> bool {
+    matches!(w, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The dot product of `n` weights (`w_row`, type `w` as stored: F32, F16 or BF16) with `n`
+/// f32 activations `x`, at [`simd_level`]: the weights are widened to f32 exactly and the
+/// products accumulated in f32 over several independent lanes (so the result differs from an
+/// exact dot product only by rounding and the order of the sums). This is the product
+/// llama.cpp b2757 computes on x86 for f16/bf16/f32 weights with f32 activations.
+///
+/// Returns `0.0` when `w` is not [`supported_f32_act`] or a length is wrong (`w_row` not
+/// exactly the bytes of `n` elements of `w`, or `x.len() != n`).
+pub fn vec_dot_f32_act(w: GgmlType, n: usize, w_row: &[u8], x: &[f32]) -> f32 {
+    vec_dot_f32_act_with(simd_level(), w, n, w_row, x)
+}
+
+/// [`vec_dot_f32_act`] at the best level `<= level` that both this CPU and a kernel have.
+pub fn vec_dot_f32_act_with(
+    level: SimdLevel,
+    w: GgmlType,
+    n: usize,
+    w_row: &[u8],
+    x: &[f32],
+) -> f32 {
+    if !supported_f32_act(w) || x.len() != n || w.bytes_for(n as u64) != Some(w_row.len() as u64) {
+        return 0.0;
+    }
+    let level = level.min(hardware_level());
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `level` is capped by `hardware_level()`, which is `Avx2` or above only when
+        // the CPU has AVX2, FMA and F16C.
+        if let Some(v) = unsafe { avx2::f32_act(w, w_row, x) } {
+            return v;
+        }
+    }
+    let _ = level;
+    scalar::f32_act(w, w_row, x).unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests;

@@ -71,6 +71,52 @@ pub fn vec_dot(w: GgmlType, x: &[u8], y: &[u8]) -> Option<f32> {
     })
 }
 
+/// Weights of type `w` (F32, F16 or BF16) · f32 activations; `None` for other types.
+pub fn f32_act(w: GgmlType, x: &[u8], y: &[f32]) -> Option<f32> {
+    Some(match w {
+        GgmlType::F32 => f32_f32_act(x, y),
+        GgmlType::F16 => f16_f32_act(x, y),
+        GgmlType::BF16 => bf16_f32_act(x, y),
+        _ => return None,
+    })
+}
+
+/// `Σ wv(i)·y[i]` in f32: 8 independent lanes (element `i` in lane `i % 8`), summed pairwise
+/// at the end, plus a running sum over the last `y.len() % 8` elements.
+#[inline(always)]
+fn lanes_dot(y: &[f32], wv: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut ys = y.chunks_exact(8);
+    for (j, c) in (&mut ys).enumerate() {
+        for (l, (a, &v)) in acc.iter_mut().zip(c).enumerate() {
+            *a += wv(8 * j + l) * v;
+        }
+    }
+    let base = y.len() - ys.remainder().len();
+    let mut tail = 0f32;
+    for (i, &v) in ys.remainder().iter().enumerate() {
+        tail += wv(base + i) * v;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// f32 weights · f32 activations, f32 accumulation in 8 lanes.
+pub fn f32_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    lanes_dot(y, |i| f32_at(x, 4 * i))
+}
+
+/// f16 weights · f32 activations (weights converted exactly), f32 accumulation in 8 lanes.
+pub fn f16_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    lanes_dot(y, |i| f16_at(x, 2 * i))
+}
+
+/// bf16 weights · f32 activations, f32 accumulation in 8 lanes.
+pub fn bf16_f32_act(x: &[u8], y: &[f32]) -> f32 {
+    lanes_dot(y, |i| {
+        f32::from_bits(u32::from(u16::from_le_bytes([x[2 * i], x[2 * i + 1]])) << 16)
+    })
+}
+
 /// f32 · f32, accumulated in f64 like ggml's `ggml_vec_dot_f32`.
 pub fn f32_f32(x: &[u8], y: &[u8]) -> f32 {
     let mut sum = 0f64;

@@ -369,3 +369,113 @@ fn kernels_pairing_and_levels() {
     quantize_activations(GgmlType::Q6K, &[0.5; 512], &mut out);
     assert_eq!(out.len(), 2 * 292);
 }
+
+/// `n` random floats in [-1, 1) encoded in `t` (F32, F16 or BF16), and their f32 values.
+fn float_row(rng: &mut Rng, t: GgmlType, n: usize) -> (Vec<u8>, Vec<f32>) {
+    let (mut b, mut v) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let x = rng.f();
+        let x = match t {
+            GgmlType::F32 => {
+                b.extend_from_slice(&x.to_le_bytes());
+                x
+            }
+            GgmlType::F16 => {
+                let h = f16::from_f32(x);
+                b.extend_from_slice(&h.to_bits().to_le_bytes());
+                h.to_f32()
+            }
+            _ => {
+                let h = bf16::from_f32(x);
+                b.extend_from_slice(&h.to_bits().to_le_bytes());
+                h.to_f32()
+            }
+        };
+        v.push(x);
+    }
+    (b, v)
+}
+
+const F32_ACT_LENGTHS: [usize; 17] = [
+    0, 1, 7, 8, 9, 15, 16, 31, 32, 33, 63, 64, 65, 100, 255, 1000, 4096,
+];
+
+#[test]
+fn kernels_f32_act_exact_on_integer_inputs() {
+    let mut rng = Rng(11);
+    for &w in &FLOAT {
+        for n in F32_ACT_LENGTHS {
+            let wb = int_floats(&mut rng, w, n);
+            let x: Vec<f32> = (0..n).map(|_| rng.int(-16, 16) as f32).collect();
+            let wd = deq(w, &wb, n);
+            let exact: f64 = wd.iter().zip(&x).map(|(&a, &b)| f64::from(a * b)).sum();
+            let s = vec_dot_f32_act_with(SimdLevel::Scalar, w, n, &wb, &x);
+            assert_eq!(f64::from(s), exact, "{w} scalar n={n}");
+            for l in levels() {
+                assert_eq!(vec_dot_f32_act_with(l, w, n, &wb, &x), s, "{w} {l:?} n={n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_f32_act_simd_matches_scalar_on_random_rows() {
+    let mut rng = Rng(12);
+    for &w in &FLOAT {
+        for n in F32_ACT_LENGTHS {
+            let (wb, wd) = float_row(&mut rng, w, n);
+            let x: Vec<f32> = (0..n).map(|_| rng.f() * 3.0).collect();
+            let exact: f64 = wd
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let mag: f64 = wd
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from((a * b).abs()))
+                .sum();
+            // reassociation: each sum order is within ~n·eps·Σ|terms| of the exact sum
+            let tol = 2.0 * (n as f64 + 8.0) * f64::from(f32::EPSILON) * mag + 1e-30;
+            let s = vec_dot_f32_act_with(SimdLevel::Scalar, w, n, &wb, &x);
+            assert!(
+                (f64::from(s) - exact).abs() <= tol,
+                "{w} scalar n={n}: {s} vs {exact}"
+            );
+            for l in levels() {
+                let v = vec_dot_f32_act_with(l, w, n, &wb, &x);
+                assert!(
+                    (f64::from(v) - exact).abs() <= tol,
+                    "{w} {l:?} n={n}: {v} vs {exact}"
+                );
+                assert!(
+                    (v - s).abs() as f64 <= 2.0 * tol,
+                    "{w} {l:?} n={n}: {v} vs {s}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_f32_act_wrong_lengths_or_types_give_zero() {
+    let mut rng = Rng(13);
+    for &w in &FLOAT {
+        let n = 64;
+        let (wb, _) = float_row(&mut rng, w, n);
+        let x = vec![1.0f32; n];
+        assert_ne!(vec_dot_f32_act(w, n, &wb, &x), 0.0, "{w}");
+        assert!(supported_f32_act(w));
+        for l in [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512] {
+            assert_eq!(vec_dot_f32_act_with(l, w, n, &wb[1..], &x), 0.0);
+            assert_eq!(vec_dot_f32_act_with(l, w, n, &wb, &x[1..]), 0.0);
+            assert_eq!(vec_dot_f32_act_with(l, w, n + 1, &wb, &x), 0.0);
+            assert_eq!(vec_dot_f32_act_with(l, w, n - 1, &wb, &x), 0.0);
+        }
+    }
+    assert!(!supported_f32_act(GgmlType::Q8_0));
+    assert_eq!(
+        vec_dot_f32_act(GgmlType::Q8_0, 32, &[0; 34], &[1.0; 32]),
+        0.0
+    );
+}

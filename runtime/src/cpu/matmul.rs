@@ -17,6 +17,11 @@
 //! blocks (no dequantized copy). Threads take chunks of rows; within a chunk, blocks of a few
 //! rows are multiplied with tiles of tokens, so each weight row is read from memory once per
 //! product and the activations of a tile stay in cache.
+//!
+//! F32, F16 and BF16 weights take the same tiled driver with the f32 activations as they are:
+//! `kernels::vec_dot_f32_act` widens the stored weights in registers (no dequantized row) and
+//! accumulates in f32 lanes, as llama.cpp b2757's x86 path does. [`matmul_reference`] remains
+//! for weight types without a kernel (and as the tests' reference).
 
 use rayon::prelude::*;
 use xverse_quant::blocks;
@@ -129,6 +134,13 @@ pub fn matmul(
             w.row_bytes
         )));
     }
+    if fast::supported_f32_act(w.ty) && w.ty.bytes_for(n_in as u64) == Some(w.row_bytes as u64) {
+        let ty = w.ty;
+        products(w, x, n_in, n_tokens, y, |r, a| {
+            fast::vec_dot_f32_act(ty, n_in, r, a)
+        });
+        return Ok(());
+    }
     match Kernel::for_type(w.ty, n_in) {
         Some(k) => {
             let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
@@ -179,14 +191,15 @@ fn quantize_rows(
 }
 
 /// `y[t][r] = dot(W row r, act[t])` for every token `t` and row `r`, rows split over the
-/// threads of the current pool. `act` holds `n_tokens` rows of `act_stride` bytes.
-fn products(
+/// threads of the current pool. `act` holds `n_tokens` rows of `act_stride` elements (bytes of
+/// quantized blocks, or f32 values).
+fn products<T: Sync>(
     w: &Weight<'_>,
-    act: &[u8],
+    act: &[T],
     act_stride: usize,
     n_tokens: usize,
     y: &mut [f32],
-    dot: impl Fn(&[u8], &[u8]) -> f32 + Sync,
+    dot: impl Fn(&[u8], &[T]) -> f32 + Sync,
 ) {
     let n_out = w.n_rows;
     let per = rows_per_task(n_out, n_tokens);
@@ -200,7 +213,8 @@ fn products(
         return;
     }
     // tiles: ROW_BLOCK rows × `tile` tokens; out is rows × tokens (transposed)
-    let tile = (TILE_BYTES / act_stride.max(1)).clamp(1, n_tokens);
+    let row_bytes = (act_stride * std::mem::size_of::<T>()).max(1);
+    let tile = (TILE_BYTES / row_bytes).clamp(1, n_tokens);
     let mut yt = vec![0f32; n_out * n_tokens];
     yt.par_chunks_mut(per * n_tokens)
         .enumerate()

@@ -19,6 +19,7 @@ use xverse_quant::blocks;
 use xverse_quant::gguf::{GgufWriter, TensorSpec, Value, ValueType};
 use xverse_quant::GgmlType;
 
+pub mod edit;
 pub mod hf;
 pub mod presets;
 pub mod rng;
@@ -26,6 +27,7 @@ pub mod seeds;
 pub mod shape;
 pub mod vocab;
 
+pub use edit::rewrite_metadata;
 pub use hf::{create_hf_checkpoint, write_hf_checkpoint, HfDtype, HfError, HfSpec, HfSummary};
 use rng::Rng;
 use shape::{Init, PlannedTensor, Role};

@@ -7,31 +7,13 @@
 use std::path::{Path, PathBuf};
 
 use xverse_models::{rng::Rng, write_tiny_gguf, TinySpec};
-use xverse_quant::gguf::{Gguf, GgufWriter, TensorSpec, Value};
+use xverse_quant::gguf::{Gguf, Value};
 use xverse_runtime::tokenizer::{Source, Tokenizer};
 use xverse_tests::oracle::llama;
 
 /// Copies a GGUF with its metadata edited.
 fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>)) {
-    let g = Gguf::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = g
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k != "general.alignment")
-        .cloned()
-        .collect();
-    edit(&mut meta);
-    let mut w = GgufWriter::new();
-    for (k, v) in meta {
-        w.add_metadata(k, v).unwrap();
-    }
-    let mut data: Vec<&[u8]> = Vec::new();
-    for t in g.tensors() {
-        w.add_tensor(TensorSpec::new(t.name.clone(), t.ty, t.dims.clone()))
-            .unwrap();
-        data.push(g.view(t).data);
-    }
-    std::fs::write(dst, w.to_bytes(&data).unwrap()).unwrap();
+    xverse_models::rewrite_metadata(src, dst, edit).unwrap();
 }
 
 /// The variants of the vocabulary metadata to compare on.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use xverse_models::{write_tiny_gguf, TinySpec};
-use xverse_quant::gguf::{Gguf, GgufWriter, TensorSpec, Value};
+use xverse_quant::gguf::Value;
 
 /// `shared/fixtures/tiny-xverse-bin`.
 pub fn fixture_dir() -> PathBuf {
@@ -29,26 +29,7 @@ pub fn tiny(dir: &Path, name: &str, spec: &TinySpec) -> PathBuf {
 
 /// Copies the GGUF `src` to `dst` with its metadata edited by `edit` (tensors unchanged).
 pub fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>)) {
-    let g = Gguf::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = g
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k != "general.alignment")
-        .cloned()
-        .collect();
-    edit(&mut meta);
-    let mut w = GgufWriter::new();
-    for (k, v) in meta {
-        w.add_metadata(k, v).unwrap();
-    }
-    let mut data: Vec<&[u8]> = Vec::new();
-    for t in g.tensors() {
-        w.add_tensor(TensorSpec::new(t.name.clone(), t.ty, t.dims.clone()))
-            .unwrap();
-        data.push(g.view(t).data);
-    }
-    let bytes = w.to_bytes(&data).unwrap();
-    std::fs::write(dst, bytes).unwrap();
+    xverse_models::rewrite_metadata(src, dst, edit).unwrap();
 }
 
 /// Removes the metadata keys `keys`.

@@ -40,9 +40,9 @@ fn main() {
         GgmlType::Q3K,
         GgmlType::F32,
     ];
-    let levels: Vec<SimdLevel> = [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512]
+    let levels: Vec<SimdLevel> = SimdLevel::ALL
         .into_iter()
-        .filter(|&l| l <= kernels::hardware_level())
+        .filter(|l| l.available())
         .collect();
     println!(
         "{rows} x {cols} matrix x vector, 1 thread, hardware level {:?}",

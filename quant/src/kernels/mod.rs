@@ -3,9 +3,15 @@
 //! Activations are quantized once per row to the block format ggml pairs with the weight
 //! type ([`vec_dot_type`]), then each weight row is dotted with them by an integer kernel.
 //! Every kernel exists as a scalar reference ([`scalar`], integer sums exactly as ggml's
-//! scalar `ggml_vec_dot_*` code) and, on x86-64, as an AVX2+FMA(+F16C) kernel ([`avx2`]).
-//! The level is detected once at run time ([`simd_level`]), so one binary runs on any
-//! x86-64; the environment variable `XVERSE_SIMD=scalar|avx2|avx512` caps it (never raises it).
+//! scalar `ggml_vec_dot_*` code) and as SIMD kernels: AVX2+FMA(+F16C) ([`avx2`]), AVX-512
+//! with VNNI ([`avx512`]) on x86-64, NEON with the dot-product extension ([`neon`]) on
+//! aarch64. The level is detected once at run time ([`simd_level`]), so one binary runs on
+//! any x86-64; the environment variable `XVERSE_SIMD=scalar|neon|avx2|avx512` caps it (never
+//! raises it), so every lower path can be tested on a CPU that has the higher ones.
+//!
+//! Prompts multiply a weight matrix with many activation rows: [`vec_dot_tile`] computes a
+//! tile of up to [`TILE_ROWS`] weight rows × [`TILE_COLS`] activation rows at once, so each
+//! weight block is unpacked once per tile and the partial sums stay in registers.
 //!
 //! Lengths are checked once at the public entry: [`vec_dot`] returns `0.0` when `n` is not a
 //! whole number of blocks or a byte slice does not hold exactly the blocks `n` needs, so no
@@ -16,38 +22,81 @@ use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_tile;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_tile_k;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 
-/// A SIMD instruction-set level, ordered from least to most capable.
+/// A SIMD instruction-set level, ordered from least to most capable. A CPU has only the
+/// levels of its own architecture (x86-64: scalar, AVX2, AVX-512; aarch64: scalar, NEON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimdLevel {
     /// Portable Rust, no explicit SIMD.
     Scalar,
+    /// aarch64 NEON with the dot-product extension (`sdot`).
+    Neon,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 (F, BW, VL). No kernel uses it yet: it falls back to AVX2.
+    /// x86-64 AVX-512 F, BW, VL and VNNI (`vpdpbusd`), on top of [`SimdLevel::Avx2`].
     Avx512,
 }
 
 impl SimdLevel {
-    /// Parses `scalar`, `avx2` or `avx512` (case-insensitive).
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Neon,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+    ];
+
+    /// Parses `scalar`, `neon`, `avx2` or `avx512` (case-insensitive).
     pub fn from_name(s: &str) -> Option<SimdLevel> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(SimdLevel::Scalar),
+            "neon" => Some(SimdLevel::Neon),
             "avx2" => Some(SimdLevel::Avx2),
             "avx512" => Some(SimdLevel::Avx512),
             _ => None,
         }
     }
 
-    /// The lower-case name (`scalar`, `avx2`, `avx512`).
+    /// The lower-case name (`scalar`, `neon`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
+            SimdLevel::Neon => "neon",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512 => "avx512",
         }
     }
+
+    /// Whether this CPU runs the kernels of this level.
+    pub fn available(self) -> bool {
+        available_on_this_cpu(self, hardware_level())
+    }
+}
+
+/// Whether `level` is usable on a CPU whose best level is `hw` (same architecture, not above).
+fn available_on_this_cpu(level: SimdLevel, hw: SimdLevel) -> bool {
+    match level {
+        SimdLevel::Scalar => true,
+        SimdLevel::Neon => hw == SimdLevel::Neon,
+        SimdLevel::Avx2 | SimdLevel::Avx512 => hw >= level,
+    }
+}
+
+/// The levels this CPU runs, lowest first (the tests run every kernel at each of them).
+pub fn available_levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.available())
+        .collect()
 }
 
 /// The best level this CPU supports, ignoring the environment.
@@ -67,6 +116,7 @@ fn detect_hardware() -> SimdLevel {
     if is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
     {
         SimdLevel::Avx512
     } else {
@@ -74,7 +124,19 @@ fn detect_hardware() -> SimdLevel {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect_hardware() -> SimdLevel {
+    if std::arch::is_aarch64_feature_detected!("neon")
+        && std::arch::is_aarch64_feature_detected!("dotprod")
+        && std::arch::is_aarch64_feature_detected!("fp16")
+    {
+        SimdLevel::Neon
+    } else {
+        SimdLevel::Scalar
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect_hardware() -> SimdLevel {
     SimdLevel::Scalar
 }
@@ -89,10 +151,19 @@ pub fn simd_level() -> SimdLevel {
             .ok()
             .and_then(|v| SimdLevel::from_name(&v))
         {
-            Some(cap) => hw.min(cap),
+            Some(cap) => effective(cap, hw),
             None => hw,
         }
     })
+}
+
+/// The best level `<= want` this CPU runs.
+fn effective(want: SimdLevel, hw: SimdLevel) -> SimdLevel {
+    SimdLevel::ALL
+        .into_iter()
+        .rev()
+        .find(|&l| l <= want && available_on_this_cpu(l, hw))
+        .unwrap_or(SimdLevel::Scalar)
 }
 
 /// The activation format ggml pairs with weight type `w`.
@@ -172,17 +243,120 @@ pub fn vec_dot_with(level: SimdLevel, w: GgmlType, n: usize, w_row: &[u8], act: 
     if !supported(w) || !lengths_ok(w, n, w_row, act) {
         return 0.0;
     }
-    let level = level.min(hardware_level());
+    let level = effective(level, hardware_level());
     #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `level` is capped by `hardware_level()`, which is `Avx2` or above only when
-        // the CPU has AVX2, FMA and F16C.
-        if let Some(v) = unsafe { avx2::vec_dot(w, w_row, act) } {
+    {
+        if level >= SimdLevel::Avx512 {
+            // SAFETY: `effective` returns `Avx512` only when the CPU has AVX-512 F, BW, VL and
+            // VNNI besides AVX2, FMA and F16C.
+            if let Some(v) = unsafe { avx512::vec_dot(w, w_row, act) } {
+                return v;
+            }
+        }
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+            // F16C.
+            if let Some(v) = unsafe { avx2::vec_dot(w, w_row, act) } {
+                return v;
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == SimdLevel::Neon {
+        // SAFETY: `effective` returns `Neon` only when the CPU has NEON, dotprod and fp16.
+        if let Some(v) = unsafe { neon::vec_dot(w, w_row, act) } {
             return v;
         }
     }
     let _ = level;
     scalar::vec_dot(w, w_row, act).unwrap_or(0.0)
+}
+
+/// Most weight rows one [`vec_dot_tile`] kernel call takes.
+pub const TILE_ROWS: usize = 4;
+/// Most activation rows one [`vec_dot_tile`] kernel call takes.
+pub const TILE_COLS: usize = 4;
+
+/// `out[r * acts.len() + t] = vec_dot(w, n, rows[r], acts[t])` for every weight row `r` and
+/// activation row `t` (any counts; `out` must hold `rows.len() * acts.len()` values), at
+/// [`simd_level`]. The SIMD levels compute tiles of up to [`TILE_ROWS`] × [`TILE_COLS`] at
+/// once (each weight block unpacked once per tile); a value may differ from [`vec_dot`]'s
+/// only by the order of the float sums.
+///
+/// Where a length is wrong (a row or activation not exactly the bytes of `n` elements, `n`
+/// not whole blocks, `out` of the wrong size) or `w` is not [`supported`], `out` is zeroed.
+pub fn vec_dot_tile(w: GgmlType, n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    vec_dot_tile_with(simd_level(), w, n, rows, acts, out)
+}
+
+/// [`vec_dot_tile`] at the best level `<= level` this CPU runs.
+pub fn vec_dot_tile_with(
+    level: SimdLevel,
+    w: GgmlType,
+    n: usize,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) {
+    let wb = w.bytes_for(n as u64);
+    let ab = vec_dot_type(w).bytes_for(n as u64);
+    let ok = supported(w)
+        && out.len() == rows.len() * acts.len()
+        && rows.iter().all(|r| wb == Some(r.len() as u64))
+        && acts.iter().all(|a| ab == Some(a.len() as u64));
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let level = effective(level, hardware_level());
+    let cols = acts.len();
+    let mut buf = [0f32; TILE_ROWS * TILE_COLS];
+    for (rc, rs) in rows.chunks(TILE_ROWS).enumerate() {
+        for (tc, ts) in acts.chunks(TILE_COLS).enumerate() {
+            let tile = &mut buf[..rs.len() * ts.len()];
+            if !tile_kernel(level, w, rs, ts, tile) {
+                for (r, row) in rs.iter().enumerate() {
+                    for (t, act) in ts.iter().enumerate() {
+                        tile[r * ts.len() + t] = vec_dot_with(level, w, n, row, act);
+                    }
+                }
+            }
+            for r in 0..rs.len() {
+                let o = (rc * TILE_ROWS + r) * cols + tc * TILE_COLS;
+                out[o..o + ts.len()].copy_from_slice(&tile[r * ts.len()..(r + 1) * ts.len()]);
+            }
+        }
+    }
+}
+
+/// One tile (at most [`TILE_ROWS`] × [`TILE_COLS`], lengths checked) by the SIMD kernel of
+/// `level`; `false` where that level has none for `w`.
+fn tile_kernel(
+    level: SimdLevel,
+    w: GgmlType,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `level` comes from `effective`, so `Avx512` means the CPU has AVX-512 F, BW,
+        // VL, VNNI (and AVX2, FMA, F16C), and `Avx2` means AVX2, FMA and F16C.
+        if level >= SimdLevel::Avx512 && unsafe { avx512::tile(w, rows, acts, out) } {
+            return true;
+        }
+        // SAFETY: as above.
+        if level >= SimdLevel::Avx2 && unsafe { avx2_tile::tile(w, rows, acts, out) } {
+            return true;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `Neon` from `effective` means the CPU has NEON, dotprod and fp16.
+    if level == SimdLevel::Neon && unsafe { neon::tile(w, rows, acts, out) } {
+        return true;
+    }
+    let _ = (level, w, rows, acts, out);
+    false
 }
 
 /// Whether [`vec_dot_f32_act`] has a kernel for weight type `w` (F32, F16 and BF16).
@@ -213,17 +387,108 @@ pub fn vec_dot_f32_act_with(
     if !supported_f32_act(w) || x.len() != n || w.bytes_for(n as u64) != Some(w_row.len() as u64) {
         return 0.0;
     }
-    let level = level.min(hardware_level());
+    let level = effective(level, hardware_level());
     #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `level` is capped by `hardware_level()`, which is `Avx2` or above only when
-        // the CPU has AVX2, FMA and F16C.
-        if let Some(v) = unsafe { avx2::f32_act(w, w_row, x) } {
+    {
+        if level >= SimdLevel::Avx512 {
+            // SAFETY: `effective` returns `Avx512` only when the CPU has AVX-512 F, BW, VL and
+            // VNNI besides AVX2, FMA and F16C.
+            if let Some(v) = unsafe { avx512::f32_act(w, w_row, x) } {
+                return v;
+            }
+        }
+        if level >= SimdLevel::Avx2 {
+            // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+            // F16C.
+            if let Some(v) = unsafe { avx2::f32_act(w, w_row, x) } {
+                return v;
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == SimdLevel::Neon {
+        // SAFETY: `effective` returns `Neon` only when the CPU has NEON, dotprod and fp16.
+        if let Some(v) = unsafe { neon::f32_act(w, w_row, x) } {
             return v;
         }
     }
     let _ = level;
     scalar::f32_act(w, w_row, x).unwrap_or(0.0)
+}
+
+/// `out[r * xs.len() + t] = vec_dot_f32_act(w, n, rows[r], xs[t])` for every weight row and
+/// activation row, at [`simd_level`], by tiles of up to [`TILE_ROWS`] × [`TILE_COLS`] (the
+/// weights widened once per tile). Zeroes `out` where a length or the type is wrong.
+pub fn vec_dot_f32_act_tile(w: GgmlType, n: usize, rows: &[&[u8]], xs: &[&[f32]], out: &mut [f32]) {
+    vec_dot_f32_act_tile_with(simd_level(), w, n, rows, xs, out)
+}
+
+/// [`vec_dot_f32_act_tile`] at the best level `<= level` this CPU runs.
+pub fn vec_dot_f32_act_tile_with(
+    level: SimdLevel,
+    w: GgmlType,
+    n: usize,
+    rows: &[&[u8]],
+    xs: &[&[f32]],
+    out: &mut [f32],
+) {
+    let wb = w.bytes_for(n as u64);
+    let ok = supported_f32_act(w)
+        && out.len() == rows.len() * xs.len()
+        && rows.iter().all(|r| wb == Some(r.len() as u64))
+        && xs.iter().all(|x| x.len() == n);
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let level = effective(level, hardware_level());
+    let cols = xs.len();
+    let mut buf = [0f32; TILE_ROWS * TILE_COLS];
+    for (rc, rs) in rows.chunks(TILE_ROWS).enumerate() {
+        for (tc, ts) in xs.chunks(TILE_COLS).enumerate() {
+            let tile = &mut buf[..rs.len() * ts.len()];
+            if !f32_act_tile_kernel(level, w, rs, ts, tile) {
+                for (r, row) in rs.iter().enumerate() {
+                    for (t, x) in ts.iter().enumerate() {
+                        tile[r * ts.len() + t] = vec_dot_f32_act_with(level, w, n, row, x);
+                    }
+                }
+            }
+            for r in 0..rs.len() {
+                let o = (rc * TILE_ROWS + r) * cols + tc * TILE_COLS;
+                out[o..o + ts.len()].copy_from_slice(&tile[r * ts.len()..(r + 1) * ts.len()]);
+            }
+        }
+    }
+}
+
+/// One f32-activation tile by the SIMD kernel of `level`; `false` where it has none.
+fn f32_act_tile_kernel(
+    level: SimdLevel,
+    w: GgmlType,
+    rows: &[&[u8]],
+    xs: &[&[f32]],
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `level` comes from `effective`, so `Avx512` means the CPU has AVX-512 F, BW,
+        // VL, VNNI (and AVX2, FMA, F16C), and `Avx2` means AVX2, FMA and F16C.
+        if level >= SimdLevel::Avx512 && unsafe { avx512::f32_act_tile(w, rows, xs, out) } {
+            return true;
+        }
+        // SAFETY: as above.
+        if level >= SimdLevel::Avx2 && unsafe { avx2_tile::f32_act_tile(w, rows, xs, out) } {
+            return true;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `Neon` from `effective` means the CPU has NEON, dotprod and fp16.
+    if level == SimdLevel::Neon && unsafe { neon::f32_act_tile(w, rows, xs, out) } {
+        return true;
+    }
+    let _ = (level, w, rows, xs, out);
+    false
 }
 
 #[cfg(test)]

@@ -133,10 +133,11 @@ fn int_floats(rng: &mut Rng, t: GgmlType, n: usize) -> Vec<u8> {
     v
 }
 
+/// The SIMD levels this CPU runs (the scalar reference excluded).
 fn levels() -> Vec<SimdLevel> {
-    [SimdLevel::Avx2, SimdLevel::Avx512]
+    available_levels()
         .into_iter()
-        .filter(|&l| l <= hardware_level())
+        .filter(|&l| l != SimdLevel::Scalar)
         .collect()
 }
 
@@ -477,5 +478,132 @@ fn kernels_f32_act_wrong_lengths_or_types_give_zero() {
     assert_eq!(
         vec_dot_f32_act(GgmlType::Q8_0, 32, &[0; 34], &[1.0; 32]),
         0.0
+    );
+}
+
+/// Every tile shape up to 6 × 7 (so whole and partial kernel tiles) against the per-pair
+/// products at the same level, on real rows of every type.
+#[test]
+fn kernels_tile_matches_pairs() {
+    let mut rng = Rng(7);
+    for w in QUANT.iter().chain(&FLOAT).copied() {
+        for nb in [1, 2, 3, 8] {
+            let n = nb * w.block_size().max(32);
+            let mut rows = Vec::new();
+            let mut acts = Vec::new();
+            let mut xs = Vec::new();
+            for i in 0..7 {
+                let xw = inputs(&mut rng, n, i % 5);
+                let xa = inputs(&mut rng, n, (i + 2) % 5);
+                let (wb, ab) = make_rows(&mut rng, w, &xw, &xa);
+                rows.push(wb);
+                acts.push(ab);
+                xs.push(xa);
+            }
+            for l in available_levels() {
+                for (nr, nc) in [
+                    (1, 1),
+                    (4, 4),
+                    (4, 3),
+                    (3, 4),
+                    (2, 1),
+                    (1, 5),
+                    (6, 7),
+                    (5, 2),
+                ] {
+                    let rs: Vec<&[u8]> = rows[..nr].iter().map(|r| &r[..]).collect();
+                    let mut out = vec![f32::NAN; nr * nc];
+                    if w.is_quantized() {
+                        let ts: Vec<&[u8]> = acts[..nc].iter().map(|a| &a[..]).collect();
+                        vec_dot_tile_with(l, w, n, &rs, &ts, &mut out);
+                        for r in 0..nr {
+                            for t in 0..nc {
+                                let want = vec_dot_with(l, w, n, rs[r], ts[t]);
+                                let bnd =
+                                    bound(w, &deq(w, rs[r], n), &deq(vec_dot_type(w), ts[t], n));
+                                let got = out[r * nc + t];
+                                assert!(
+                                    f64::from((got - want).abs()) <= 4e-5 * bnd + 1e-30
+                                        || got == want
+                                        || (got.is_nan() && want.is_nan()),
+                                    "{w} {l:?} {nr}x{nc} [{r},{t}] n={n}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    } else {
+                        let ts: Vec<&[f32]> = xs[..nc].iter().map(|a| &a[..]).collect();
+                        vec_dot_f32_act_tile_with(l, w, n, &rs, &ts, &mut out);
+                        for r in 0..nr {
+                            for t in 0..nc {
+                                let want = vec_dot_f32_act_with(l, w, n, rs[r], ts[t]);
+                                let bnd: f64 = deq(w, rs[r], n)
+                                    .iter()
+                                    .zip(ts[t].iter())
+                                    .map(|(a, b)| f64::from(a.abs()) * f64::from(b.abs()))
+                                    .sum();
+                                let got = out[r * nc + t];
+                                assert!(
+                                    f64::from((got - want).abs()) <= 4e-6 * bnd + 1e-30,
+                                    "{w} {l:?} {nr}x{nc} [{r},{t}] n={n}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_tile_wrong_lengths_give_zeros() {
+    let w = GgmlType::Q8_0;
+    let row = vec![0u8; 34];
+    let act = vec![0u8; 34];
+    let short = vec![0u8; 33];
+    let mut out = vec![1f32; 2];
+    vec_dot_tile(w, 32, &[&row, &short], &[&act], &mut out);
+    assert_eq!(out, [0.0, 0.0]);
+    let mut out = vec![1f32; 2];
+    vec_dot_tile(w, 32, &[&row], &[&act, &short], &mut out);
+    assert_eq!(out, [0.0, 0.0]);
+    let mut out = vec![1f32; 3];
+    vec_dot_tile(w, 32, &[&row], &[&act, &act], &mut out);
+    assert_eq!(out, [0.0, 0.0, 0.0]);
+    let x = vec![1f32; 31];
+    let f = vec![0u8; 64];
+    let mut out = vec![1f32; 1];
+    vec_dot_f32_act_tile(GgmlType::F16, 32, &[&f], &[&x], &mut out);
+    assert_eq!(out, [0.0]);
+}
+
+#[test]
+fn levels_parse_cap_and_availability() {
+    for l in SimdLevel::ALL {
+        assert_eq!(SimdLevel::from_name(l.name()), Some(l));
+    }
+    assert!(SimdLevel::Scalar.available());
+    assert!(hardware_level().available());
+    // a cap never raises the level and never picks another architecture's level
+    for hw in SimdLevel::ALL {
+        for want in SimdLevel::ALL {
+            let e = effective(want, hw);
+            assert!(
+                e <= want && available_on_this_cpu(e, hw),
+                "{want:?} on {hw:?}"
+            );
+        }
+    }
+    assert_eq!(
+        effective(SimdLevel::Avx512, SimdLevel::Neon),
+        SimdLevel::Neon
+    );
+    assert_eq!(
+        effective(SimdLevel::Avx2, SimdLevel::Avx512),
+        SimdLevel::Avx2
+    );
+    assert_eq!(
+        effective(SimdLevel::Neon, SimdLevel::Avx2),
+        SimdLevel::Scalar
     );
 }

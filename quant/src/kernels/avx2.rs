@@ -42,7 +42,7 @@ pub unsafe fn vec_dot(w: GgmlType, x: &[u8], y: &[u8]) -> Option<f32> {
 /// Loads 32 bytes from the start of `b`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load32(b: &[u8]) -> __m256i {
+pub(super) fn load32(b: &[u8]) -> __m256i {
     assert!(b.len() >= 32);
     // SAFETY: `b` holds at least 32 bytes (checked above); unaligned load.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
@@ -51,7 +51,7 @@ fn load32(b: &[u8]) -> __m256i {
 /// Loads 16 bytes from the start of `b`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load16(b: &[u8]) -> __m128i {
+pub(super) fn load16(b: &[u8]) -> __m128i {
     assert!(b.len() >= 16);
     // SAFETY: `b` holds at least 16 bytes (checked above); unaligned load.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
@@ -60,7 +60,7 @@ fn load16(b: &[u8]) -> __m128i {
 /// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -70,7 +70,7 @@ fn hsum(v: __m256) -> f32 {
 /// Pairwise i8·i8 products summed to 8 i32 (`y` must not hold -128 where `x` is negative).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
@@ -79,14 +79,14 @@ fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
 /// Pairwise u8·i8 products summed to 8 i32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn mul_sum_us8_pairs(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn mul_sum_us8_pairs(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
 /// 16 packed bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn nibbles32(b: &[u8]) -> __m256i {
+pub(super) fn nibbles32(b: &[u8]) -> __m256i {
     let t = load16(b);
     let v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
@@ -95,7 +95,7 @@ fn nibbles32(b: &[u8]) -> __m256i {
 /// 32 bits (little-endian u32) -> 32 bytes, 0xff where the bit is set.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bits32(qh: u32) -> __m256i {
+pub(super) fn bits32(qh: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
         0x0202_0202_0202_0202,
@@ -162,7 +162,7 @@ pub(super) fn f16_f16(x: &[u8], y: &[u8]) -> f32 {
 /// 8 bf16 -> 8 f32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bf16x8(b: &[u8]) -> __m256 {
+pub(super) fn bf16x8(b: &[u8]) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load16(b)), 16))
 }
 
@@ -207,7 +207,7 @@ pub unsafe fn f32_act(w: GgmlType, x: &[u8], y: &[f32]) -> Option<f32> {
 /// Loads 8 f32 from the start of `y`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load8(y: &[f32]) -> __m256 {
+pub(super) fn load8(y: &[f32]) -> __m256 {
     assert!(y.len() >= 8);
     // SAFETY: `y` holds at least 8 floats (checked above); unaligned load.
     unsafe { _mm256_loadu_ps(y.as_ptr()) }

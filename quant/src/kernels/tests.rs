@@ -5,7 +5,7 @@ use super::*;
 use crate::blocks;
 use half::{bf16, f16};
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -58,7 +58,7 @@ fn scale_offsets(w: GgmlType) -> &'static [usize] {
 }
 
 /// Random weight bytes with every f16 scale set by `scale`.
-fn random_weights(
+pub(super) fn random_weights(
     rng: &mut Rng,
     w: GgmlType,
     n: usize,
@@ -81,7 +81,7 @@ fn random_weights(
 }
 
 /// Random activation bytes of the pairing type with unit scales (integers only).
-fn unit_activations(rng: &mut Rng, w: GgmlType, n: usize) -> Vec<u8> {
+pub(super) fn unit_activations(rng: &mut Rng, w: GgmlType, n: usize) -> Vec<u8> {
     let t = vec_dot_type(w);
     let mut v = vec![0u8; t.bytes_for(n as u64).unwrap() as usize];
     for b in v.chunks_exact_mut(t.type_size()) {

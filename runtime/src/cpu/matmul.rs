@@ -89,19 +89,27 @@ impl Kernel {
     fn dot(&self, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
         fast::vec_dot(self.ty, n, w_row, act)
     }
+
+    fn tile(&self, n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+        fast::vec_dot_tile(self.ty, n, rows, acts, out)
+    }
 }
 
-/// Rows of the weight handled by one task: enough work per task, several tasks per thread.
-fn rows_per_task(n_rows: usize, n_tokens: usize) -> usize {
+/// Rows of the weight handled by one task: about four tasks per thread (so a thread slowed by
+/// the rest of the machine is balanced by the others), but at least ~64k multiply-adds per
+/// task (`n_in × n_tokens` per row) so the fork-join stays small against the work, and a
+/// whole number of [`ROW_BLOCK`]s.
+fn rows_per_task(n_rows: usize, n_in: usize, n_tokens: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let by_threads = n_rows.div_ceil(4 * threads);
-    // at least ~64k multiply-adds per task
-    let by_work = 65_536usize.div_ceil(n_tokens.max(1) * 64).max(1);
-    by_threads.max(by_work.min(n_rows)).max(1)
+    let by_work = 65_536usize.div_ceil((n_in * n_tokens).max(1));
+    let per = by_threads.max(by_work).clamp(1, n_rows.max(1));
+    per.div_ceil(ROW_BLOCK) * ROW_BLOCK
 }
 
-/// Weight rows multiplied together with one tile of tokens (their bytes stay in L1/L2).
-const ROW_BLOCK: usize = 8;
+/// Weight rows multiplied together with one tile of tokens (their bytes stay in L1/L2): the
+/// rows of one kernel tile.
+const ROW_BLOCK: usize = fast::TILE_ROWS;
 /// Bytes of quantized activations in one tile of tokens (kept in L2 while a block of rows
 /// passes over it).
 const TILE_BYTES: usize = 128 << 10;
@@ -136,18 +144,30 @@ pub fn matmul(
     }
     if fast::supported_f32_act(w.ty) && w.ty.bytes_for(n_in as u64) == Some(w.row_bytes as u64) {
         let ty = w.ty;
-        products(w, x, n_in, n_tokens, y, |r, a| {
-            fast::vec_dot_f32_act(ty, n_in, r, a)
-        });
+        products(
+            w,
+            x,
+            n_in,
+            n_tokens,
+            y,
+            |r, a| fast::vec_dot_f32_act(ty, n_in, r, a),
+            |rs, ts, o| fast::vec_dot_f32_act_tile(ty, n_in, rs, ts, o),
+        );
         return Ok(());
     }
     match Kernel::for_type(w.ty, n_in) {
         Some(k) => {
             let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
             check_act(w, &act, k.act_row_bytes * n_tokens)?;
-            products(w, &act, k.act_row_bytes, n_tokens, y, |r, a| {
-                k.dot(n_in, r, a)
-            });
+            products(
+                w,
+                &act,
+                k.act_row_bytes,
+                n_tokens,
+                y,
+                |r, a| k.dot(n_in, r, a),
+                |rs, ts, o| k.tile(n_in, rs, ts, o),
+            );
             Ok(())
         }
         None => matmul_reference(w, x, n_tokens, y),
@@ -192,7 +212,9 @@ fn quantize_rows(
 
 /// `y[t][r] = dot(W row r, act[t])` for every token `t` and row `r`, rows split over the
 /// threads of the current pool. `act` holds `n_tokens` rows of `act_stride` elements (bytes of
-/// quantized blocks, or f32 values).
+/// quantized blocks, or f32 values). A single token takes `dot` row by row; a batch takes
+/// `tile` on blocks of [`ROW_BLOCK`] rows × [`fast::TILE_COLS`] tokens (`tile(rows, acts,
+/// out)` writes `out[r * acts.len() + t]`).
 fn products<T: Sync>(
     w: &Weight<'_>,
     act: &[T],
@@ -200,9 +222,10 @@ fn products<T: Sync>(
     n_tokens: usize,
     y: &mut [f32],
     dot: impl Fn(&[u8], &[T]) -> f32 + Sync,
+    tile: impl Fn(&[&[u8]], &[&[T]], &mut [f32]) + Sync,
 ) {
     let n_out = w.n_rows;
-    let per = rows_per_task(n_out, n_tokens);
+    let per = rows_per_task(n_out, w.row_len, n_tokens);
     let row = |r: usize| &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
     if n_tokens == 1 {
         y.par_chunks_mut(per).enumerate().for_each(|(c, out)| {
@@ -214,21 +237,34 @@ fn products<T: Sync>(
     }
     // tiles: ROW_BLOCK rows × `tile` tokens; out is rows × tokens (transposed)
     let row_bytes = (act_stride * std::mem::size_of::<T>()).max(1);
-    let tile = (TILE_BYTES / row_bytes).clamp(1, n_tokens);
+    let span = (TILE_BYTES / row_bytes).clamp(1, n_tokens);
+    let token = |t: usize| &act[t * act_stride..(t + 1) * act_stride];
     let mut yt = vec![0f32; n_out * n_tokens];
     yt.par_chunks_mut(per * n_tokens)
         .enumerate()
         .for_each(|(c, out)| {
             let r0 = c * per;
+            let mut buf = [0f32; ROW_BLOCK * fast::TILE_COLS];
             for (b, out_b) in out.chunks_mut(ROW_BLOCK * n_tokens).enumerate() {
                 let rb = r0 + b * ROW_BLOCK;
-                for t0 in (0..n_tokens).step_by(tile) {
-                    let t1 = (t0 + tile).min(n_tokens);
-                    for (j, out_r) in out_b.chunks_exact_mut(n_tokens).enumerate() {
-                        let wr = row(rb + j);
-                        for (t, o) in out_r[t0..t1].iter_mut().enumerate() {
-                            let a = &act[(t0 + t) * act_stride..(t0 + t + 1) * act_stride];
-                            *o = dot(wr, a);
+                let nr = out_b.len() / n_tokens;
+                let mut rows: [&[u8]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+                for (j, r) in rows[..nr].iter_mut().enumerate() {
+                    *r = row(rb + j);
+                }
+                for t0 in (0..n_tokens).step_by(span) {
+                    let t1 = (t0 + span).min(n_tokens);
+                    for ts in (t0..t1).step_by(fast::TILE_COLS) {
+                        let te = (ts + fast::TILE_COLS).min(t1);
+                        let nc = te - ts;
+                        let mut acts: [&[T]; fast::TILE_COLS] = [&[]; fast::TILE_COLS];
+                        for (j, a) in acts[..nc].iter_mut().enumerate() {
+                            *a = token(ts + j);
+                        }
+                        let o = &mut buf[..nr * nc];
+                        tile(&rows[..nr], &acts[..nc], o);
+                        for (r, vals) in o.chunks_exact(nc).enumerate() {
+                            out_b[r * n_tokens + ts..r * n_tokens + te].copy_from_slice(vals);
                         }
                     }
                 }
@@ -279,7 +315,7 @@ fn matmul_reference(
         Ok(())
     };
 
-    let per = rows_per_task(n_out, n_tokens);
+    let per = rows_per_task(n_out, w.row_len, n_tokens);
     if n_tokens == 1 {
         // y is already rows × 1
         return y
@@ -380,13 +416,22 @@ mod tests {
                     blocks::dequantize_row(act_ty, a, &mut av).unwrap();
                     dot(&wv, &av)
                 };
+                let tile_blocks = |rs: &[&[u8]], ts: &[&[u8]], o: &mut [f32]| {
+                    for (r, wr) in rs.iter().enumerate() {
+                        for (t, a) in ts.iter().enumerate() {
+                            o[r * ts.len() + t] = dot_blocks(wr, a);
+                        }
+                    }
+                };
                 for threads in [1, 3] {
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
                         .build()
                         .unwrap();
                     let mut y = vec![0f32; n_tok * n_out];
-                    pool.install(|| products(&w, &act, stride, n_tok, &mut y, dot_blocks));
+                    pool.install(|| {
+                        products(&w, &act, stride, n_tok, &mut y, dot_blocks, tile_blocks)
+                    });
                     assert_eq!(y, want, "{ty} {n_tok} tokens {threads} threads");
                 }
             }

@@ -186,6 +186,36 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Benchmarks only: replaces the cache's contents by `n` positions of synthetic keys and
+    /// values (deterministic pseudo-random values from `seed`, written straight into every
+    /// stage's cache without running the model), as if `n` tokens had been evaluated. What
+    /// comes after reads them as it would read a model's; the logits are meaningless.
+    pub fn fill_cache_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError> {
+        if n > self.n_ctx {
+            return Err(RuntimeError::new(format!(
+                "{n} positions exceed the context of {}",
+                self.n_ctx
+            )));
+        }
+        let stages = &mut self.stages;
+        let result = self.pool.install(|| {
+            stages
+                .iter_mut()
+                .try_for_each(|s| s.fill_cache_synthetic(n, seed))
+        });
+        match result {
+            Ok(()) => {
+                self.n_past = n;
+                Ok(())
+            }
+            Err(e) => {
+                self.n_past = 0;
+                self.truncate(0);
+                Err(e)
+            }
+        }
+    }
+
     /// Forgets cached tokens from position `n` on (`n >= n_past` changes nothing).
     pub fn truncate(&mut self, n: usize) {
         if n < self.n_past {

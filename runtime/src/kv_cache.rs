@@ -1,7 +1,8 @@
 //! The key/value cache of a range of layers.
 //!
-//! For every layer, keys and values are stored per position as `kv_heads` rows of `head_dim`
-//! elements (position-major: row `pos * kv_heads + head`), in one of three types:
+//! For every layer, keys and values are stored per kv head (head-major: kv head `h` holds its
+//! rows of `head_dim` elements for positions `0, 1, 2, …` contiguously, so attention's pass over
+//! the positions of one head reads memory sequentially), in one of three types:
 //!
 //! * `f16` (the default, like llama.cpp's `--cache-type-k f16`),
 //! * `f32` (exact),
@@ -176,11 +177,31 @@ impl Rows {
     }
 }
 
-/// Keys and values of one layer.
+/// The first positions of one kv head's keys or values, as stored: `n × head_dim` elements,
+/// position-major (q8_0: `n × head_dim / 32` blocks).
+#[derive(Clone, Copy, Debug)]
+pub enum HeadRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+impl Rows {
+    /// The first `n` elements (whole rows), as stored.
+    fn head_rows(&self, n: usize) -> HeadRows<'_> {
+        match self {
+            Rows::F32(v) => HeadRows::F32(&v[..n]),
+            Rows::F16(v) => HeadRows::F16(&v[..n]),
+            Rows::Q8_0(v) => HeadRows::Q8_0(&v[..n / QK8_0]),
+        }
+    }
+}
+
+/// Keys and values of one layer: one [`Rows`] per kv head.
 #[derive(Clone, Debug)]
 pub struct LayerCache {
-    k: Rows,
-    v: Rows,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
     /// `kv_heads * head_dim`: elements per position.
     kv_dim: usize,
     head_dim: usize,
@@ -191,7 +212,7 @@ pub struct LayerCache {
 impl LayerCache {
     /// Positions stored.
     pub fn len(&self) -> usize {
-        self.k.len() / self.kv_dim
+        self.k[0].len() / self.head_dim
     }
 
     /// Whether no position is stored.
@@ -219,14 +240,65 @@ impl LayerCache {
                 self.n_ctx
             )));
         }
-        let end = (pos0 + n) * self.kv_dim;
-        let max = self.n_ctx * self.kv_dim;
-        for (rows, src) in [(&mut self.k, k), (&mut self.v, v)] {
-            rows.truncate(pos0 * self.kv_dim);
-            rows.ensure(end, max);
+        let hd = self.head_dim;
+        let end = (pos0 + n) * hd;
+        let max = self.n_ctx * hd;
+        for (heads, src) in [(&mut self.k, k), (&mut self.v, v)] {
+            for rows in heads.iter_mut() {
+                rows.truncate(pos0 * hd);
+                rows.ensure(end, max);
+            }
             // one head row at a time: a q8_0 row is whole blocks by construction
-            for (i, row) in src.chunks_exact(self.head_dim).enumerate() {
-                rows.write(pos0 * self.kv_dim + i * self.head_dim, row);
+            for (i, row) in src.chunks_exact(hd).enumerate() {
+                let (p, h) = (pos0 + i / self.kv_heads, i % self.kv_heads);
+                heads[h].write(p * hd, row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys of kv head `head` at positions `0..n`, as stored (for attention's kernels).
+    pub fn k_rows(&self, head: usize, n: usize) -> HeadRows<'_> {
+        self.k[head].head_rows(n * self.head_dim)
+    }
+
+    /// The values of kv head `head` at positions `0..n`, as stored.
+    pub fn v_rows(&self, head: usize, n: usize) -> HeadRows<'_> {
+        self.v[head].head_rows(n * self.head_dim)
+    }
+
+    /// Benchmarks only: fills positions `0..n` (forgetting any others) with synthetic keys
+    /// and values instead of a model's, without running the model: deterministic
+    /// pseudo-random values from `seed`, uniform in ±1 for keys and ±0.5 for values (the
+    /// magnitudes of real post-RoPE keys and of values), stored in the cache's type. Reading
+    /// them costs what reading a model's costs, so the speed of tokens after them is the same.
+    pub fn fill_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError> {
+        if n > self.n_ctx {
+            return Err(RuntimeError::new(format!(
+                "kv cache: {n} positions exceed the context of {}",
+                self.n_ctx
+            )));
+        }
+        let hd = self.head_dim;
+        let mut state = seed;
+        let mut next = move || {
+            // splitmix64 → uniform in [-1, 1)
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let mut row = vec![0f32; hd];
+        for (heads, amp) in [(&mut self.k, 1.0f32), (&mut self.v, 0.5)] {
+            for rows in heads.iter_mut() {
+                rows.truncate(0);
+                rows.ensure(n * hd, self.n_ctx * hd);
+                for p in 0..n {
+                    row.iter_mut().for_each(|x| *x = amp * next());
+                    rows.write(p * hd, &row);
+                }
             }
         }
         Ok(())
@@ -234,17 +306,17 @@ impl LayerCache {
 
     /// The keys of kv head `head` at positions `0..n` as f32 (`out`: `n × head_dim`).
     pub fn read_k(&self, head: usize, n: usize, out: &mut [f32]) {
-        Self::read(&self.k, self.kv_dim, self.head_dim, head, n, out);
+        Self::read(&self.k, self.head_dim, head, n, out);
     }
 
     /// The values of kv head `head` at positions `0..n` as f32 (`out`: `n × head_dim`).
     pub fn read_v(&self, head: usize, n: usize, out: &mut [f32]) {
-        Self::read(&self.v, self.kv_dim, self.head_dim, head, n, out);
+        Self::read(&self.v, self.head_dim, head, n, out);
     }
 
-    fn read(rows: &Rows, kv_dim: usize, hd: usize, head: usize, n: usize, out: &mut [f32]) {
+    fn read(rows: &[Rows], hd: usize, head: usize, n: usize, out: &mut [f32]) {
         for (p, dst) in out.chunks_exact_mut(hd).take(n).enumerate() {
-            rows.read(p * kv_dim + head * hd, dst);
+            rows[head].read(p * hd, dst);
         }
     }
 
@@ -254,8 +326,13 @@ impl LayerCache {
     }
 
     fn truncate(&mut self, n: usize) {
-        self.k.truncate(n * self.kv_dim);
-        self.v.truncate(n * self.kv_dim);
+        for rows in self.k.iter_mut().chain(&mut self.v) {
+            rows.truncate(n * self.head_dim);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(Rows::bytes).sum()
     }
 }
 
@@ -285,8 +362,8 @@ impl KvCache {
             )));
         }
         let layer = LayerCache {
-            k: Rows::new(ty),
-            v: Rows::new(ty),
+            k: vec![Rows::new(ty); kv_heads],
+            v: vec![Rows::new(ty); kv_heads],
             kv_dim: kv_heads * head_dim,
             head_dim,
             kv_heads,
@@ -319,6 +396,15 @@ impl KvCache {
         &mut self.layers[i]
     }
 
+    /// Benchmarks only: every layer holds `n` positions of synthetic keys and values (see
+    /// [`LayerCache::fill_synthetic`]; layer `i` seeded with `seed + i`).
+    pub fn fill_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError> {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.fill_synthetic(n, seed.wrapping_add(i as u64))?;
+        }
+        Ok(())
+    }
+
     /// Forgets positions from `n` on.
     pub fn truncate(&mut self, n: usize) {
         for l in &mut self.layers {
@@ -328,7 +414,7 @@ impl KvCache {
 
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.k.bytes() + l.v.bytes()).sum()
+        self.layers.iter().map(LayerCache::bytes).sum()
     }
 }
 
@@ -389,6 +475,51 @@ mod tests {
             assert!(c.layer_mut(0).store(2, &k[..0], &v[..0]).is_ok());
             c.truncate(0);
             assert!(c.layer(0).is_empty());
+        }
+    }
+
+    #[test]
+    fn head_rows_are_each_heads_positions_in_order() {
+        let (heads, hd) = (3, 32);
+        for ty in CacheType::ALL {
+            let mut c = KvCache::new(ty, 2, 8, heads, hd).unwrap();
+            let k: Vec<f32> = (0..5 * heads * hd)
+                .map(|i| (i as f32 * 0.1).cos())
+                .collect();
+            c.layer_mut(0).store(0, &k, &k).unwrap();
+            let mut want = vec![0f32; 5 * hd];
+            let mut got = vec![0f32; hd];
+            for h in 0..heads {
+                c.layer(0).read_k(h, 5, &mut want);
+                let rows = c.layer(0).k_rows(h, 5);
+                for p in 0..5 {
+                    match rows {
+                        HeadRows::F32(r) => got.copy_from_slice(&r[p * hd..(p + 1) * hd]),
+                        HeadRows::F16(r) => {
+                            for (g, x) in got.iter_mut().zip(&r[p * hd..(p + 1) * hd]) {
+                                *g = x.to_f32();
+                            }
+                        }
+                        HeadRows::Q8_0(r) => q8_0::dequantize_row(&r[p..p + 1], &mut got),
+                    }
+                    assert_eq!(
+                        &got[..],
+                        &want[p * hd..(p + 1) * hd],
+                        "{ty} head {h} pos {p}"
+                    );
+                }
+            }
+            // the synthetic fill: n positions in every layer, values within ±1 (keys), ±0.5
+            c.fill_synthetic(6, 1).unwrap();
+            for l in 0..2 {
+                assert_eq!(c.layer(l).len(), 6);
+                let mut v = vec![0f32; 6 * hd];
+                c.layer(l).read_k(2, 6, &mut v);
+                assert!(v.iter().all(|x| x.abs() <= 1.0) && v.iter().any(|&x| x != 0.0));
+                c.layer(l).read_v(2, 6, &mut v);
+                assert!(v.iter().all(|x| x.abs() <= 0.51));
+            }
+            assert!(c.fill_synthetic(9, 1).is_err());
         }
     }
 

@@ -39,6 +39,10 @@ pub trait Stage: Send {
     /// Forgets cached positions from `n` on.
     fn truncate(&mut self, n: usize);
 
+    /// Benchmarks only: the cache holds positions `0..n` of synthetic keys and values (no
+    /// model run; see [`crate::kv_cache::LayerCache::fill_synthetic`]).
+    fn fill_cache_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError>;
+
     /// Bytes of KV cache allocated.
     fn cache_bytes(&self) -> usize;
 }
@@ -137,5 +141,10 @@ impl Stage for CpuStage<'_> {
 
     fn cache_bytes(&self) -> usize {
         self.cache.bytes()
+    }
+
+    fn fill_cache_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError> {
+        let seed = seed.wrapping_add((self.layers.start as u64) << 32);
+        self.cache.fill_synthetic(n, seed)
     }
 }

@@ -1,8 +1,12 @@
 //! Prompt (pp) and generation (tg) speed of our engine against llama.cpp b2757 on the same GGUF
 //! file, same threads, same random token ids, interleaved (ours, theirs, ours, theirs …):
 //!
-//! `cargo run --release -p xverse-tests --example bench_vs_llama -- FILE.gguf [-p 128] [-n 32]
-//! [-t 1] [-r 3]`
+//! `cargo run --release -p xverse-tests --example bench_vs_llama -- FILE.gguf [-p 128,512]
+//! [-n 32] [-t 1,2] [-r 3] [--load]`
+//!
+//! `--load` adds a start-up row: open the file, make a context, evaluate one token (the file
+//! in the page cache for both), reported as starts per second so that the ratio reads like the
+//! others (above 1: ours starts faster).
 //!
 //! Both sides start each test from an empty cache and ask for the last token's logits only.
 //! ggml's worker threads busy-wait, so use no more threads than free cores.
@@ -19,45 +23,68 @@ use xverse_tests::oracle::llama;
 
 struct Args {
     file: PathBuf,
-    n_prompt: usize,
-    n_gen: usize,
-    threads: usize,
+    n_prompt: Vec<usize>,
+    n_gen: Vec<usize>,
+    threads: Vec<usize>,
     reps: usize,
+    load: bool,
 }
 
-const USAGE: &str = "usage: bench_vs_llama FILE.gguf [-p 128] [-n 32] [-t 1] [-r 3]";
+const USAGE: &str =
+    "usage: bench_vs_llama FILE.gguf [-p 128[,512…]] [-n 32[,…]] [-t 1[,2…]] [-r 3] [--load]";
+
+fn list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("{flag} {v}: not a list of non-negative integers"))
+        })
+        .collect()
+}
 
 fn parse_args() -> Result<Args, String> {
     let mut file = None;
-    let (mut n_prompt, mut n_gen, mut threads, mut reps) = (128, 32, 1, 3);
+    let (mut n_prompt, mut n_gen, mut threads, mut reps) = (vec![128], vec![32], vec![1], 3);
+    let mut load = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let slot = match a.as_str() {
-            "-p" => &mut n_prompt,
-            "-n" => &mut n_gen,
-            "-t" => &mut threads,
-            "-r" => &mut reps,
+        match a.as_str() {
             "-h" | "--help" => return Err(USAGE.to_string()),
+            "--load" => {
+                load = true;
+                continue;
+            }
+            "-p" | "-n" | "-t" | "-r" => {}
             _ if a.starts_with('-') => return Err(format!("unknown flag {a}\n{USAGE}")),
             _ if file.is_none() => {
                 file = Some(PathBuf::from(&a));
                 continue;
             }
             _ => return Err(format!("unexpected argument {a}\n{USAGE}")),
-        };
+        }
         let v = it
             .next()
             .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
-        *slot = v
-            .parse()
-            .map_err(|_| format!("{a} {v}: not a non-negative integer"))?;
+        match a.as_str() {
+            "-p" => n_prompt = list(&a, &v)?,
+            "-n" => n_gen = list(&a, &v)?,
+            "-t" => threads = list(&a, &v)?,
+            _ => {
+                reps = v
+                    .parse()
+                    .map_err(|_| format!("{a} {v}: not a non-negative integer"))?
+            }
+        }
     }
     let file = file.ok_or_else(|| USAGE.to_string())?;
-    if threads == 0 || reps == 0 {
+    if threads.contains(&0) || reps == 0 {
         return Err("-t and -r must be positive".to_string());
     }
-    if n_prompt == 0 && n_gen == 0 {
-        return Err("nothing to test (-p 0 and -n 0)".to_string());
+    n_prompt.retain(|&n| n > 0);
+    n_gen.retain(|&n| n > 0);
+    if n_prompt.is_empty() && n_gen.is_empty() && !load {
+        return Err("nothing to test (-p 0, -n 0 and no --load)".to_string());
     }
     Ok(Args {
         file,
@@ -65,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         n_gen,
         threads,
         reps,
+        load,
     })
 }
 
@@ -121,6 +149,46 @@ impl Side for Theirs<'_> {
     }
 }
 
+/// Prints one table row: both sides' rates (mean ± sd) and the ratio of the means.
+fn row(name: &str, ours: &[f64], theirs: &[f64]) {
+    let (om, os) = mean_sd(ours);
+    let (lm, ls) = mean_sd(theirs);
+    // the ratio's sd from the two relative sds (first order)
+    let ratio = om / lm;
+    let rsd = ratio * ((os / om).powi(2) + (ls / lm).powi(2)).sqrt();
+    println!(
+        "| {name:>14} | {:>18} | {:>18} | {:>13} |",
+        format!("{om:.2} ± {os:.2}"),
+        format!("{lm:.2} ± {ls:.2}"),
+        format!("{ratio:.3} ± {rsd:.3}")
+    );
+}
+
+/// Start-up: open the file, make a context of `n_ctx`, evaluate one token; seconds, ours then
+/// llama.cpp's.
+fn startup(a: &Args, threads: usize, n_ctx: usize) -> Result<[f64; 2], String> {
+    let t = Instant::now();
+    {
+        let model = Model::load(&a.file).map_err(|e| e.to_string())?;
+        let cfg = EngineConfig {
+            n_ctx,
+            cache_type: CacheType::F16,
+            threads,
+        };
+        let mut e = Engine::new(&model, cfg).map_err(|e| e.to_string())?;
+        e.eval(&[1], false).map_err(|e| e.to_string())?;
+    }
+    let ours = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    {
+        let model = llama::Model::load(&a.file).map_err(|e| e.to_string())?;
+        let mut ctx = llama::Context::with_threads(&model, n_ctx as u32, threads as u32)
+            .map_err(|e| e.to_string())?;
+        ctx.decode_last(&[1], 0).map_err(|e| e.to_string())?;
+    }
+    Ok([ours, t.elapsed().as_secs_f64()])
+}
+
 fn run(a: &Args) -> Result<(), String> {
     let ours_model = Model::load(&a.file).map_err(|e| e.to_string())?;
     let their_model = llama::Model::load(&a.file).map_err(|e| e.to_string())?;
@@ -131,62 +199,70 @@ fn run(a: &Args) -> Result<(), String> {
             their_model.n_vocab()
         ));
     }
-    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
-    let cfg = EngineConfig {
-        n_ctx,
-        cache_type: CacheType::F16,
-        threads: a.threads,
-    };
-    let mut ours = Ours(Engine::new(&ours_model, cfg).map_err(|e| e.to_string())?);
-    let ctx = llama::Context::with_threads(&their_model, n_ctx as u32, a.threads as u32)
-        .map_err(|e| e.to_string())?;
-    let mut theirs = Theirs(ctx);
-    let mut sides: [&mut dyn Side; 2] = [&mut ours, &mut theirs];
-
+    let n_ctx = a
+        .n_prompt
+        .iter()
+        .chain(&a.n_gen)
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     println!(
-        "{} — {} thread(s), {} interleaved repetition(s) after one warm-up, F16 KV cache",
+        "{} — {} interleaved repetition(s) after one warm-up, F16 KV cache",
         a.file.display(),
-        a.threads,
         a.reps
     );
     println!(
-        "| {:>6} | {:>18} | {:>18} | {:>13} |",
+        "| {:>14} | {:>18} | {:>18} | {:>13} |",
         "test", "ours t/s", "llama.cpp t/s", "ours/llama"
     );
-    println!("| {:->6} | {:->18} | {:->18} | {:->13} |", "", "", "", "");
+    println!("| {:->14} | {:->18} | {:->18} | {:->13} |", "", "", "", "");
     let mut rng = Rng::new(1234);
-    let tests = [(a.n_prompt, true), (a.n_gen, false)];
-    for (n, is_prompt) in tests {
-        if n == 0 {
-            continue;
-        }
-        let mut ts = [Vec::new(), Vec::new()];
-        // rep 0 is the warm-up of both sides
-        for rep in 0..=a.reps {
-            let tokens: Vec<u32> = (0..n).map(|_| rng.token(n_vocab)).collect();
-            for (side, t) in sides.iter_mut().zip(&mut ts) {
-                let s = if is_prompt {
-                    side.prompt(&tokens)?
-                } else {
-                    side.gen(&tokens)?
-                };
-                if rep > 0 {
-                    t.push(n as f64 / s.max(1e-9));
+    for &threads in &a.threads {
+        let cfg = EngineConfig {
+            n_ctx,
+            cache_type: CacheType::F16,
+            threads,
+        };
+        let mut ours = Ours(Engine::new(&ours_model, cfg).map_err(|e| e.to_string())?);
+        let ctx = llama::Context::with_threads(&their_model, n_ctx as u32, threads as u32)
+            .map_err(|e| e.to_string())?;
+        let mut theirs = Theirs(ctx);
+        let mut sides: [&mut dyn Side; 2] = [&mut ours, &mut theirs];
+        let tests = a
+            .n_prompt
+            .iter()
+            .map(|&n| (n, true))
+            .chain(a.n_gen.iter().map(|&n| (n, false)));
+        for (n, is_prompt) in tests {
+            let mut ts = [Vec::new(), Vec::new()];
+            // rep 0 is the warm-up of both sides
+            for rep in 0..=a.reps {
+                let tokens: Vec<u32> = (0..n).map(|_| rng.token(n_vocab)).collect();
+                for (side, t) in sides.iter_mut().zip(&mut ts) {
+                    let s = if is_prompt {
+                        side.prompt(&tokens)?
+                    } else {
+                        side.gen(&tokens)?
+                    };
+                    if rep > 0 {
+                        t.push(n as f64 / s.max(1e-9));
+                    }
                 }
             }
+            let name = format!("{} {n} t{threads}", if is_prompt { "pp" } else { "tg" });
+            row(&name, &ts[0], &ts[1]);
         }
-        let (om, os) = mean_sd(&ts[0]);
-        let (lm, ls) = mean_sd(&ts[1]);
-        // the ratio's sd from the two relative sds (first order)
-        let ratio = om / lm;
-        let rsd = ratio * ((os / om).powi(2) + (ls / lm).powi(2)).sqrt();
-        let name = format!("{} {n}", if is_prompt { "pp" } else { "tg" });
-        println!(
-            "| {name:>6} | {:>18} | {:>18} | {:>13} |",
-            format!("{om:.2} ± {os:.2}"),
-            format!("{lm:.2} ± {ls:.2}"),
-            format!("{ratio:.3} ± {rsd:.3}")
-        );
+        if a.load {
+            // start-up as a rate (1 / seconds), so the ratio reads like the others
+            let mut ts = [Vec::new(), Vec::new()];
+            for _ in 0..a.reps {
+                let s = startup(a, threads, n_ctx)?;
+                ts[0].push(1.0 / s[0].max(1e-9));
+                ts[1].push(1.0 / s[1].max(1e-9));
+            }
+            row(&format!("start-up/s t{threads}"), &ts[0], &ts[1]);
+        }
     }
     Ok(())
 }

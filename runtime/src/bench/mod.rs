@@ -50,32 +50,102 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Seconds to evaluate a prompt of `n_prompt` random tokens from an empty cache (one batch
-/// as the engine splits it, logits of the last token only).
+/// How the cache is filled to a test's depth (`-d`) before the timed part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DepthFill {
+    /// Synthetic keys and values written straight into the cache
+    /// ([`Engine::fill_cache_synthetic`]): seconds even for 16K positions. The timed tokens
+    /// read the cache exactly as they would read a prompt's (same type, same amount, same
+    /// layout); only the values differ.
+    #[default]
+    Synthetic,
+    /// A prompt of random token ids evaluated by the model (llama-bench's way; slow on a CPU
+    /// for deep caches).
+    Prompt,
+}
+
+impl std::str::FromStr for DepthFill {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "synthetic" => Ok(DepthFill::Synthetic),
+            "prompt" => Ok(DepthFill::Prompt),
+            _ => Err(RuntimeError::new(format!(
+                "unknown depth fill \"{s}\" (expected synthetic or prompt)"
+            ))),
+        }
+    }
+}
+
+/// Fills the cache with `n_depth` positions (untimed part of a test at depth `n_depth`; the
+/// tests then start from [`Engine::truncate`]`(n_depth)`). Returns the seconds it took.
+pub fn fill_depth(
+    engine: &mut Engine<'_>,
+    n_depth: usize,
+    fill: DepthFill,
+    rng: &mut Rng,
+) -> Result<f64, RuntimeError> {
+    let t = Instant::now();
+    engine.truncate(0);
+    if n_depth > 0 {
+        match fill {
+            DepthFill::Synthetic => engine.fill_cache_synthetic(n_depth, rng.next_u64())?,
+            DepthFill::Prompt => {
+                let n_vocab = engine.model().hparams.vocab as usize;
+                let tokens: Vec<u32> = (0..n_depth).map(|_| rng.token(n_vocab)).collect();
+                engine.eval(&tokens, false)?;
+            }
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Seconds to evaluate a prompt of `n_prompt` random tokens after the first `n_depth` cached
+/// positions (the cache must hold them: [`fill_depth`]), as one batch as the engine splits it,
+/// logits of the last token only.
 pub fn time_prompt(
     engine: &mut Engine<'_>,
     n_prompt: usize,
+    n_depth: usize,
     rng: &mut Rng,
 ) -> Result<f64, RuntimeError> {
     let n_vocab = engine.model().hparams.vocab as usize;
     let tokens: Vec<u32> = (0..n_prompt).map(|_| rng.token(n_vocab)).collect();
-    engine.truncate(0);
+    start_at(engine, n_depth)?;
     let t = Instant::now();
     engine.eval(&tokens, false)?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Seconds to generate `n_gen` tokens one at a time from an empty cache (random ids, as
-/// llama-bench does: the sampler is not part of the test).
-pub fn time_gen(engine: &mut Engine<'_>, n_gen: usize, rng: &mut Rng) -> Result<f64, RuntimeError> {
+/// Seconds to generate `n_gen` tokens one at a time after the first `n_depth` cached positions
+/// (random ids, as llama-bench does: the sampler is not part of the test).
+pub fn time_gen(
+    engine: &mut Engine<'_>,
+    n_gen: usize,
+    n_depth: usize,
+    rng: &mut Rng,
+) -> Result<f64, RuntimeError> {
     let n_vocab = engine.model().hparams.vocab as usize;
-    engine.truncate(0);
+    start_at(engine, n_depth)?;
     let t = Instant::now();
     for _ in 0..n_gen {
         let tok = rng.token(n_vocab);
         engine.eval(&[tok], false)?;
     }
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// Forgets the cache after position `n_depth`; an error if it does not hold that many.
+fn start_at(engine: &mut Engine<'_>, n_depth: usize) -> Result<(), RuntimeError> {
+    if engine.n_past() < n_depth {
+        return Err(RuntimeError::new(format!(
+            "the cache holds {} positions, not the depth of {n_depth}",
+            engine.n_past()
+        )));
+    }
+    engine.truncate(n_depth);
+    Ok(())
 }
 
 /// Bytes one generated token reads: every weight except the embedding table, one row of that,

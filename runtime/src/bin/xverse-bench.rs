@@ -1,12 +1,18 @@
 //! `xverse-bench`: prompt-processing and generation speed, like llama.cpp's `llama-bench`.
 //!
 //! ```text
-//! xverse-bench -m FILE... [-p 128,512] [-n 32] [-t 1,2] [-r 5] [--json]
+//! xverse-bench -m FILE... [-p 128,512] [-n 32] [-d 0,4096] [-t 1,2] [-r 5] [--json]
 //! ```
 //!
-//! For every model × thread count × test, `-r` timed runs after one warm-up: a `pp N` test
-//! evaluates N random token ids (seeded) as one prompt from an empty cache, a `tg N` test
-//! generates N tokens one at a time from an empty cache. The table gives tokens/s (mean ± sd);
+//! For every model × thread count × depth × test, `-r` timed runs after one warm-up: a `pp N`
+//! test evaluates N random token ids (seeded) as one prompt, a `tg N` test generates N tokens
+//! one at a time, both after the first `-d` positions of the cache (none by default). The
+//! cache is filled to that depth once per depth, untimed: by default with synthetic keys and
+//! values written straight into the cache (`--depth-fill synthetic`: the timed tokens read it
+//! as they would read a prompt's), or by evaluating a prompt of random tokens
+//! (`--depth-fill prompt`, llama-bench's way, slow for deep caches on a CPU). The context is
+//! depth + the longest test, even past the model's training context (a warning on stderr, as
+//! llama.cpp). The table gives tokens/s (mean ± sd);
 //! each tg also as a fraction of the roofline (bytes read per token × tokens/s ÷ this
 //! machine's streaming read bandwidth, measured first). `--json` prints a JSON array with
 //! llama-bench's field names instead. Any error is one line and exit status 1.
@@ -17,8 +23,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::json;
 use xverse_runtime::bench::{
-    bytes_per_token, mean_sd, model_type, read_bandwidth, time_gen, time_prompt, Rng,
+    bytes_per_token, fill_depth, mean_sd, model_type, read_bandwidth, time_gen, time_prompt,
+    DepthFill, Rng,
 };
+use xverse_runtime::cpu::attention::Level;
 use xverse_runtime::engine::{Engine, EngineConfig};
 use xverse_runtime::kv_cache::CacheType;
 use xverse_runtime::model::Model;
@@ -49,6 +57,21 @@ struct Cli {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Depths: cached positions before each test (comma-separated), filled untimed as
+    /// --depth-fill says.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
+    /// How the cache is filled to a depth: `synthetic` (deterministic pseudo-random keys and
+    /// values written straight into the cache, in seconds; the timed tokens read them as they
+    /// would a prompt's) or `prompt` (a prompt of random tokens evaluated by the model).
+    #[arg(long = "depth-fill", value_name = "HOW", default_value = "synthetic")]
+    depth_fill: String,
     /// Thread counts (comma-separated; default: one per available core).
     #[arg(
         short = 't',
@@ -96,6 +119,7 @@ struct Row {
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     ts: Vec<f64>,
     /// tg only: bytes read per generated token.
     bytes_per_token: Option<f64>,
@@ -103,6 +127,7 @@ struct Row {
 
 fn run(cli: Cli) -> Result<(), RuntimeError> {
     let cache_type: CacheType = cli.cache_type.parse()?;
+    let depth_fill: DepthFill = cli.depth_fill.parse()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if cli.threads.is_empty() {
         vec![cores]
@@ -125,6 +150,17 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             return Err(err(format!("{}: no such file", m.display())));
         }
     }
+    if !cli.json {
+        let level = match Level::current() {
+            Level::Avx2 => "avx2",
+            Level::Scalar => "scalar",
+            Level::Reference => "reference (XVERSE_ATTENTION)",
+        };
+        println!("attention kernels: {level}");
+        if cli.n_depth.iter().any(|&d| d > 0) {
+            println!("depth fill: {}", cli.depth_fill);
+        }
+    }
 
     let bandwidth = if cli.bw_mib > 0 {
         let bw = read_bandwidth(cli.bw_mib << 20, cores, 5)?;
@@ -142,11 +178,11 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
 
     if !cli.json {
         println!(
-            "| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>18} | {:>8} |",
+            "| {:<30} | {:>10} | {:>8} | {:>7} | {:>15} | {:>18} | {:>8} |",
             "model", "size", "params", "threads", "test", "t/s", "roofline"
         );
         println!(
-            "| {:-<30} | {:->10} | {:->8} | {:->7} | {:->8} | {:->18} | {:->8} |",
+            "| {:-<30} | {:->10} | {:->8} | {:->7} | {:->15} | {:->18} | {:->8} |",
             "", "", "", "", "", "", ""
         );
     }
@@ -157,12 +193,20 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         .copied()
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(1)
+        + cli.n_depth.iter().copied().max().unwrap_or(0);
     for path in &cli.models {
         let model = Model::load(path)?;
         let mtype = model_type(&model);
         let size: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
         let params = model.hparams.parameters();
+        let train_ctx = model.hparams.context_length as usize;
+        if train_ctx > 0 && n_ctx > train_ctx {
+            eprintln!(
+                "warning: {}: context of {n_ctx} exceeds the training context of {train_ctx}",
+                path.display()
+            );
+        }
         for &t in &threads {
             let cfg = EngineConfig {
                 n_ctx,
@@ -171,41 +215,46 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             };
             let mut engine = Engine::new(&model, cfg)?;
             let mut rng = Rng::new(cli.seed);
-            let tests = prompts
-                .iter()
-                .map(|&p| (p, 0))
-                .chain(gens.iter().map(|&g| (0, g)));
-            for (np, ng) in tests {
-                let time = |e: &mut Engine<'_>, rng: &mut Rng| {
-                    if np > 0 {
-                        time_prompt(e, np, rng)
-                    } else {
-                        time_gen(e, ng, rng)
+            for &nd in &cli.n_depth {
+                fill_depth(&mut engine, nd, depth_fill, &mut rng)?;
+                let tests = prompts
+                    .iter()
+                    .map(|&p| (p, 0))
+                    .chain(gens.iter().map(|&g| (0, g)));
+                for (np, ng) in tests {
+                    let time = |e: &mut Engine<'_>, rng: &mut Rng| {
+                        if np > 0 {
+                            time_prompt(e, np, nd, rng)
+                        } else {
+                            time_gen(e, ng, nd, rng)
+                        }
+                    };
+                    time(&mut engine, &mut rng)?; // warm-up
+                    let mut ts = Vec::with_capacity(cli.reps);
+                    for _ in 0..cli.reps {
+                        let s = time(&mut engine, &mut rng)?;
+                        ts.push((np + ng) as f64 / s.max(1e-9));
                     }
-                };
-                time(&mut engine, &mut rng)?; // warm-up
-                let mut ts = Vec::with_capacity(cli.reps);
-                for _ in 0..cli.reps {
-                    let s = time(&mut engine, &mut rng)?;
-                    ts.push((np + ng) as f64 / s.max(1e-9));
+                    let row = Row {
+                        file: file_name(path),
+                        model_type: mtype.clone(),
+                        size,
+                        params,
+                        threads: t,
+                        n_prompt: np,
+                        n_gen: ng,
+                        n_depth: nd,
+                        ts,
+                        // the cache holds nd + 1..=nd + ng positions while generating
+                        bytes_per_token: (ng > 0).then(|| {
+                            bytes_per_token(&model, cache_type, nd as f64 + (ng as f64 + 1.0) / 2.0)
+                        }),
+                    };
+                    if !cli.json {
+                        print_row(&row, bandwidth);
+                    }
+                    rows.push(row);
                 }
-                let row = Row {
-                    file: file_name(path),
-                    model_type: mtype.clone(),
-                    size,
-                    params,
-                    threads: t,
-                    n_prompt: np,
-                    n_gen: ng,
-                    ts,
-                    // the cache holds 1..=ng positions while generating: (ng + 1) / 2 on average
-                    bytes_per_token: (ng > 0)
-                        .then(|| bytes_per_token(&model, cache_type, (ng as f64 + 1.0) / 2.0)),
-                };
-                if !cli.json {
-                    print_row(&row, bandwidth);
-                }
-                rows.push(row);
             }
         }
     }
@@ -226,6 +275,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                     "type_v": cache_type.name(),
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
                     "avg_ts": avg,
                     "stddev_ts": sd,
                     "samples_ts": r.ts,
@@ -256,15 +306,18 @@ fn print_row(r: &Row, bandwidth: Option<f64>) {
     let name = Path::new(&r.file)
         .file_name()
         .map_or_else(|| r.file.clone(), |n| n.to_string_lossy().into_owned());
-    let test = if r.n_prompt > 0 {
+    let mut test = if r.n_prompt > 0 {
         format!("pp {}", r.n_prompt)
     } else {
         format!("tg {}", r.n_gen)
     };
+    if r.n_depth > 0 {
+        test += &format!(" @ d{}", r.n_depth);
+    }
     let roof =
         roofline(r, bandwidth).map_or_else(|| "-".to_string(), |f| format!("{:.0} %", 100.0 * f));
     println!(
-        "| {:<30} | {:>10} | {:>8} | {:>7} | {:>8} | {:>18} | {:>8} |",
+        "| {:<30} | {:>10} | {:>8} | {:>7} | {:>15} | {:>18} | {:>8} |",
         format!("{name} ({})", r.model_type),
         format!("{:.2} GiB", r.size as f64 / (1u64 << 30) as f64),
         format!("{:.2} B", r.params as f64 / 1e9),

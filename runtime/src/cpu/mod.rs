@@ -1,6 +1,8 @@
-//! The CPU back end: [`forward`] (the whole forward pass, top to bottom), [`matmul`] (matrix
-//! products on weights of any type) and [`ops`] (the small operations).
+//! The CPU back end: [`forward`] (the whole forward pass, top to bottom), [`attention`]
+//! (attention over the KV cache, SIMD kernels), [`matmul`] (matrix products on weights of any
+//! type) and [`ops`] (the small operations).
 
+pub mod attention;
 pub mod forward;
 pub mod matmul;
 pub mod ops;

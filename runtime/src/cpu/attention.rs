@@ -1,0 +1,1002 @@
+//! Causal multi-head attention over the KV cache, with SIMD kernels.
+//!
+//! For every query head `h` (kv head `h / (heads / kv_heads)`) and every query token at
+//! position `pos`:
+//!
+//! ```text
+//! s_j = q·k_j / sqrt(head_dim)        j = 0..=pos       scores()        one pass over K
+//! p   = softmax(s)                                      softmax()
+//! a   = Σ_j p_j v_j                                     weighted_sum()  one pass over V
+//! ```
+//!
+//! * The cache stores each kv head's rows contiguously ([`crate::kv_cache`]), so both passes
+//!   read memory sequentially, in the cache's own type: f16 rows are widened in registers
+//!   (F16C), q8_0 rows are multiplied in integers block by block like ggml's
+//!   `vec_dot_q8_0_q8_0` (the query quantized to Q8_0 once per token) and their values widened
+//!   in registers; nothing is converted to an f32 copy first.
+//! * Kernels: AVX2 + FMA + F16C, chosen at run time (`is_x86_feature_detected!`), and a
+//!   portable scalar version of each, which the unit tests compare them with.
+//! * Threads: one rayon task per (query head, block of query tokens): a generated token gives
+//!   one task per head, a prompt more.
+//! * Numerics as before (and as ggml): with an f16 cache the query is rounded to f16 before
+//!   its products with the keys; the softmax subtracts the maximum and sums in f64; the
+//!   weights stay f32 in the weighted sum. The vector `exp` is a Cephes-style polynomial
+//!   (≈1 ulp), the scalar one `f32::exp`.
+//!
+//! `XVERSE_ATTENTION=reference` in the environment selects [`attention_reference`] instead
+//! (the previous, scalar implementation: it copies each head's rows to f32 first), for
+//! comparisons; `XVERSE_ATTENTION=scalar` the scalar kernels.
+
+use std::sync::OnceLock;
+
+use half::f16;
+use rayon::prelude::*;
+use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
+use xverse_quant::GgmlType;
+
+use super::matmul::round_activations;
+use super::ops::{dot, round_f16, softmax};
+use crate::error::RuntimeError;
+use crate::hparams::Hparams;
+use crate::kv_cache::{CacheType, HeadRows, LayerCache};
+
+/// Elements per Q8_0 block.
+const QK8_0: usize = 32;
+
+/// Query tokens per task of a prompt.
+const TOKENS_PER_TASK: usize = 16;
+
+/// Which kernels run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// The previous implementation ([`attention_reference`]).
+    Reference,
+    /// Portable scalar kernels.
+    Scalar,
+    /// AVX2 + FMA + F16C kernels.
+    Avx2,
+}
+
+impl Level {
+    /// The best level this CPU supports.
+    pub fn detect() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return Level::Avx2;
+        }
+        Level::Scalar
+    }
+
+    /// The level attention uses: [`Level::detect`], unless `XVERSE_ATTENTION` says
+    /// `reference` or `scalar` (read once).
+    pub fn current() -> Level {
+        static LEVEL: OnceLock<Level> = OnceLock::new();
+        *LEVEL.get_or_init(|| match std::env::var("XVERSE_ATTENTION").as_deref() {
+            Ok("reference") => Level::Reference,
+            Ok("scalar") => Level::Scalar,
+            _ => Level::detect(),
+        })
+    }
+}
+
+/// Causal multi-head attention of the queries `q` (`n_tokens × hidden`, already rotated) of
+/// tokens at positions `pos0..` over the cached keys and values of positions `0..=pos`.
+/// Returns `n_tokens × hidden`.
+pub fn attention(
+    hp: &Hparams,
+    cache: &LayerCache,
+    cache_type: CacheType,
+    q: &[f32],
+    pos0: usize,
+    n_tokens: usize,
+) -> Result<Vec<f32>, RuntimeError> {
+    attention_with(Level::current(), hp, cache, cache_type, q, pos0, n_tokens)
+}
+
+/// The query of one token, prepared for the products with the cache's keys.
+enum Query<'a> {
+    /// f32 values (rounded to f16 for an f16 cache).
+    F32(&'a [f32]),
+    /// Q8_0 blocks (for a q8_0 cache).
+    Q8(&'a [BlockQ8_0]),
+}
+
+/// [`attention`] with the kernels of `level`.
+pub fn attention_with(
+    level: Level,
+    hp: &Hparams,
+    cache: &LayerCache,
+    cache_type: CacheType,
+    q: &[f32],
+    pos0: usize,
+    n_tokens: usize,
+) -> Result<Vec<f32>, RuntimeError> {
+    if level == Level::Reference {
+        return attention_reference(hp, cache, cache_type, q, pos0, n_tokens);
+    }
+    let dim = hp.hidden as usize;
+    let hd = hp.head_dim as usize;
+    let heads = hp.heads as usize;
+    let group = (hp.heads / hp.kv_heads) as usize;
+    let n_kv = pos0 + n_tokens;
+    let scale = 1.0 / (hd as f32).sqrt();
+    if q.len() != n_tokens * dim || cache.len() < n_kv {
+        return Err(RuntimeError::new(format!(
+            "attention: {} query values for {n_tokens} tokens of {dim}, {} cached positions for {n_kv}",
+            q.len(),
+            cache.len()
+        )));
+    }
+    if cache_type == CacheType::Q8_0 && !hd.is_multiple_of(QK8_0) {
+        return Err(RuntimeError::new(format!(
+            "attention: q8_0 cache with a head size of {hd}"
+        )));
+    }
+
+    // tasks: (head, first token) in blocks of TOKENS_PER_TASK tokens
+    let blocks = n_tokens.div_ceil(TOKENS_PER_TASK);
+    let results: Vec<Vec<f32>> = (0..heads * blocks)
+        .into_par_iter()
+        .map(|task| {
+            let (h, b) = (task / blocks, task % blocks);
+            let t0 = b * TOKENS_PER_TASK;
+            let t1 = (t0 + TOKENS_PER_TASK).min(n_tokens);
+            let kvh = h / group;
+            let keys = cache.k_rows(kvh, n_kv);
+            let values = cache.v_rows(kvh, n_kv);
+            let mut out = vec![0f32; (t1 - t0) * hd];
+            let mut scores = vec![0f32; n_kv];
+            let mut qf = vec![0f32; hd];
+            let mut qb = Vec::new();
+            for (t, out_t) in (t0..t1).zip(out.chunks_exact_mut(hd)) {
+                let pos = pos0 + t;
+                let qh = &q[t * dim + h * hd..t * dim + (h + 1) * hd];
+                let query = match cache_type {
+                    CacheType::F32 => Query::F32(qh),
+                    CacheType::F16 => {
+                        qf.copy_from_slice(qh);
+                        round_f16(&mut qf);
+                        Query::F32(&qf)
+                    }
+                    CacheType::Q8_0 => {
+                        qb.resize(hd / QK8_0, BlockQ8_0::default_zero());
+                        q8_0::quantize_row(qh, &mut qb);
+                        Query::Q8(&qb)
+                    }
+                };
+                // the positions up to this token's own (causal mask)
+                let s = &mut scores[..=pos];
+                scores_with(level, &query, keys, hd, scale, s);
+                softmax_with(level, s);
+                weighted_sum_with(level, s, values, hd, out_t);
+            }
+            out
+        })
+        .collect();
+
+    let mut att = vec![0f32; n_tokens * dim];
+    for (task, out) in results.iter().enumerate() {
+        let (h, b) = (task / blocks, task % blocks);
+        for (i, out_t) in out.chunks_exact(hd).enumerate() {
+            let t = b * TOKENS_PER_TASK + i;
+            att[t * dim + h * hd..t * dim + (h + 1) * hd].copy_from_slice(out_t);
+        }
+    }
+    Ok(att)
+}
+
+/// A zero Q8_0 block.
+trait ZeroBlock {
+    fn default_zero() -> Self;
+}
+
+impl ZeroBlock for BlockQ8_0 {
+    fn default_zero() -> Self {
+        BlockQ8_0 {
+            d: f16::ZERO,
+            qs: [0; QK8_0],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// scores: s_j = q·k_j * scale for j < s.len()
+
+fn scores_with(
+    level: Level,
+    q: &Query<'_>,
+    keys: HeadRows<'_>,
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: `Level::Avx2` is only chosen (by `Level::detect`, or by tests after checking)
+        // on a CPU with AVX2, FMA and F16C, what the kernels need.
+        unsafe {
+            match (q, keys) {
+                (Query::F32(q), HeadRows::F32(k)) => avx2::scores_f32(q, k, hd, scale, s),
+                (Query::F32(q), HeadRows::F16(k)) => avx2::scores_f16(q, k, hd, scale, s),
+                (Query::Q8(q), HeadRows::Q8_0(k)) => avx2::scores_q8_0(q, k, scale, s),
+                _ => scores_scalar(q, keys, hd, scale, s),
+            }
+        }
+        return;
+    }
+    let _ = level;
+    scores_scalar(q, keys, hd, scale, s)
+}
+
+/// Portable [`scores_with`].
+fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &mut [f32]) {
+    match (q, keys) {
+        (Query::F32(q), HeadRows::F32(k)) => {
+            for (sj, kj) in s.iter_mut().zip(k.chunks_exact(hd)) {
+                *sj = dot(q, kj) * scale;
+            }
+        }
+        (Query::F32(q), HeadRows::F16(k)) => {
+            let mut row = vec![0f32; hd];
+            for (sj, kj) in s.iter_mut().zip(k.chunks_exact(hd)) {
+                for (r, x) in row.iter_mut().zip(kj) {
+                    *r = x.to_f32();
+                }
+                *sj = dot(q, &row) * scale;
+            }
+        }
+        (Query::Q8(q), HeadRows::Q8_0(k)) => {
+            for (sj, kj) in s.iter_mut().zip(k.chunks_exact(q.len())) {
+                let mut acc = 0f32;
+                for (a, b) in q.iter().zip(kj) {
+                    let isum: i32 =
+                        a.qs.iter()
+                            .zip(&b.qs)
+                            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                            .sum();
+                    acc += a.d.to_f32() * b.d.to_f32() * isum as f32;
+                }
+                *sj = acc * scale;
+            }
+        }
+        // a query prepared for another cache type: dequantize (not reached from attention)
+        (q, keys) => {
+            let qv = match q {
+                Query::F32(q) => q.to_vec(),
+                Query::Q8(q) => {
+                    let mut v = vec![0f32; q.len() * QK8_0];
+                    q8_0::dequantize_row(q, &mut v);
+                    v
+                }
+            };
+            let mut row = vec![0f32; hd];
+            for (j, sj) in s.iter_mut().enumerate() {
+                read_row(keys, j, hd, &mut row);
+                *sj = dot(&qv, &row) * scale;
+            }
+        }
+    }
+}
+
+/// Row `j` of `rows` as f32.
+fn read_row(rows: HeadRows<'_>, j: usize, hd: usize, out: &mut [f32]) {
+    match rows {
+        HeadRows::F32(r) => out.copy_from_slice(&r[j * hd..(j + 1) * hd]),
+        HeadRows::F16(r) => {
+            for (o, x) in out.iter_mut().zip(&r[j * hd..(j + 1) * hd]) {
+                *o = x.to_f32();
+            }
+        }
+        HeadRows::Q8_0(r) => {
+            let nb = hd / QK8_0;
+            q8_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax in place
+
+fn softmax_with(level: Level, s: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: as in `scores_with`: `Level::Avx2` implies AVX2, FMA and F16C.
+        unsafe { avx2::softmax(s) };
+        return;
+    }
+    let _ = level;
+    softmax(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// weighted sum: out = Σ_j p[j] v_j (out is overwritten)
+
+fn weighted_sum_with(level: Level, p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: as in `scores_with`: `Level::Avx2` implies AVX2, FMA and F16C.
+        unsafe {
+            match values {
+                HeadRows::F32(v) => avx2::weighted_sum_f32(p, v, hd, out),
+                HeadRows::F16(v) => avx2::weighted_sum_f16(p, v, hd, out),
+                HeadRows::Q8_0(v) => avx2::weighted_sum_q8_0(p, v, hd, out),
+            }
+        }
+        return;
+    }
+    let _ = level;
+    weighted_sum_scalar(p, values, hd, out)
+}
+
+/// Portable [`weighted_sum_with`] (`out` zeroed).
+fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f32]) {
+    match values {
+        HeadRows::F32(v) => {
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd)) {
+                for (o, &x) in out.iter_mut().zip(vj) {
+                    *o += pj * x;
+                }
+            }
+        }
+        HeadRows::F16(v) => {
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd)) {
+                for (o, x) in out.iter_mut().zip(vj) {
+                    *o += pj * x.to_f32();
+                }
+            }
+        }
+        HeadRows::Q8_0(v) => {
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd / QK8_0)) {
+                for (ob, b) in out.chunks_exact_mut(QK8_0).zip(vj) {
+                    let w = pj * b.d.to_f32();
+                    for (o, &x) in ob.iter_mut().zip(&b.qs) {
+                        *o += w * f32::from(x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The AVX2 + FMA + F16C kernels. Every function requires those features.
+
+    use std::arch::x86_64::*;
+
+    use half::f16;
+    use xverse_quant::blocks::q8_0::BlockQ8_0;
+
+    /// Sum of the 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// 8 f16 at `p` widened to f32.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable; the CPU must have F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f16(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at `p`; the load is unaligned.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+    }
+
+    /// 8 f32 at `p`.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f32 at `p`; the load is unaligned.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// Generates `scores_*`: `s[j] = q·row_j * scale` for the rows of `k` (elements of type
+    /// `$t`, loaded 8 at a time by `$load`, widened one by one by `$wide`), four rows at a time.
+    macro_rules! scores_kernel {
+        ($name:ident, $t:ty, $load:ident, $wide:expr) => {
+            /// # Safety
+            /// The CPU must have AVX2, FMA and F16C.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $name(q: &[f32], k: &[$t], hd: usize, scale: f32, s: &mut [f32]) {
+                let n = s.len().min(k.len() / hd);
+                let q = &q[..hd];
+                let v8 = hd / 8 * 8;
+                let tail = |row: &[$t]| -> f32 {
+                    q[v8..]
+                        .iter()
+                        .zip(&row[v8..])
+                        .map(|(&a, b)| a * $wide(b))
+                        .sum()
+                };
+                let qp = q.as_ptr();
+                let mut j = 0;
+                while j + 4 <= n {
+                    let r = &k[j * hd..(j + 4) * hd];
+                    let rp = r.as_ptr();
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut c = 0;
+                    while c < v8 {
+                        // SAFETY: c + 8 <= v8 <= hd: within q and within each of the 4 rows
+                        // of r (row i starts at i * hd).
+                        unsafe {
+                            let qv = load_f32(qp.add(c));
+                            for (i, a) in acc.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(qv, $load(rp.add(i * hd + c)), *a);
+                            }
+                        }
+                        c += 8;
+                    }
+                    for (i, a) in acc.iter().enumerate() {
+                        // SAFETY: the CPU has the features (the caller's contract).
+                        let d = unsafe { hsum(*a) } + tail(&r[i * hd..(i + 1) * hd]);
+                        s[j + i] = d * scale;
+                    }
+                    j += 4;
+                }
+                while j < n {
+                    let r = &k[j * hd..(j + 1) * hd];
+                    let rp = r.as_ptr();
+                    let mut acc = _mm256_setzero_ps();
+                    let mut c = 0;
+                    while c < v8 {
+                        // SAFETY: c + 8 <= hd: within q and r.
+                        unsafe {
+                            acc = _mm256_fmadd_ps(load_f32(qp.add(c)), $load(rp.add(c)), acc);
+                        }
+                        c += 8;
+                    }
+                    // SAFETY: the CPU has the features (the caller's contract).
+                    s[j] = (unsafe { hsum(acc) } + tail(r)) * scale;
+                    j += 1;
+                }
+            }
+        };
+    }
+
+    scores_kernel!(scores_f32, f32, load_f32, |x: &f32| *x);
+    scores_kernel!(scores_f16, f16, load_f16, |x: &f16| x.to_f32());
+
+    /// Generates `weighted_sum_*`: `out += Σ_j p[j] row_j` over the rows of `v`, four rows at
+    /// a time.
+    macro_rules! weighted_sum_kernel {
+        ($name:ident, $t:ty, $load:ident, $wide:expr) => {
+            /// # Safety
+            /// The CPU must have AVX2, FMA and F16C.
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $name(p: &[f32], v: &[$t], hd: usize, out: &mut [f32]) {
+                let n = p.len().min(v.len() / hd);
+                let out = &mut out[..hd];
+                let v8 = hd / 8 * 8;
+                let op = out.as_mut_ptr();
+                let mut j = 0;
+                while j + 4 <= n {
+                    let r = &v[j * hd..(j + 4) * hd];
+                    let rp = r.as_ptr();
+                    let w = [
+                        _mm256_set1_ps(p[j]),
+                        _mm256_set1_ps(p[j + 1]),
+                        _mm256_set1_ps(p[j + 2]),
+                        _mm256_set1_ps(p[j + 3]),
+                    ];
+                    let mut c = 0;
+                    while c < v8 {
+                        // SAFETY: c + 8 <= hd: within out and within each of the 4 rows of r.
+                        unsafe {
+                            let mut o = load_f32(op.add(c));
+                            for (i, wi) in w.iter().enumerate() {
+                                o = _mm256_fmadd_ps(*wi, $load(rp.add(i * hd + c)), o);
+                            }
+                            _mm256_storeu_ps(op.add(c), o);
+                        }
+                        c += 8;
+                    }
+                    for i in 0..4 {
+                        for d in v8..hd {
+                            out[d] += p[j + i] * $wide(&r[i * hd + d]);
+                        }
+                    }
+                    j += 4;
+                }
+                while j < n {
+                    let r = &v[j * hd..(j + 1) * hd];
+                    let rp = r.as_ptr();
+                    let w = _mm256_set1_ps(p[j]);
+                    let mut c = 0;
+                    while c < v8 {
+                        // SAFETY: c + 8 <= hd: within out and r.
+                        unsafe {
+                            let o = _mm256_fmadd_ps(w, $load(rp.add(c)), load_f32(op.add(c)));
+                            _mm256_storeu_ps(op.add(c), o);
+                        }
+                        c += 8;
+                    }
+                    for d in v8..hd {
+                        out[d] += p[j] * $wide(&r[d]);
+                    }
+                    j += 1;
+                }
+            }
+        };
+    }
+
+    weighted_sum_kernel!(weighted_sum_f32, f32, load_f32, |x: &f32| *x);
+    weighted_sum_kernel!(weighted_sum_f16, f16, load_f16, |x: &f16| x.to_f32());
+
+    /// Signed 8-bit products of two 32-byte vectors summed in pairs to 8 i32 lanes (ggml's
+    /// `mul_sum_i8_pairs`: |x| as unsigned times y with x's sign; |x| ≤ 127 as Q8_0 makes
+    /// them, so the 16-bit pair sums cannot saturate).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        let dot = _mm256_maddubs_epi16(ax, sy);
+        _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
+    }
+
+    /// `s[j] = q·row_j * scale` for Q8_0 rows of `q.len()` blocks: per block an exact integer
+    /// product scaled by both blocks' scales (ggml's `vec_dot_q8_0_q8_0`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores_q8_0(q: &[BlockQ8_0], k: &[BlockQ8_0], scale: f32, s: &mut [f32]) {
+        let nb = q.len();
+        if nb == 0 {
+            s.fill(0.0);
+            return;
+        }
+        for (sj, row) in s.iter_mut().zip(k.chunks_exact(nb)) {
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in q.iter().zip(row) {
+                // SAFETY: each `qs` is 32 readable bytes; the loads are unaligned.
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_si256(a.qs.as_ptr().cast()),
+                        _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                    )
+                };
+                let d = _mm256_set1_ps(a.d.to_f32() * b.d.to_f32());
+                // SAFETY: the CPU has the features (the caller's contract).
+                let isum = _mm256_cvtepi32_ps(unsafe { mul_sum_i8(x, y) });
+                acc = _mm256_fmadd_ps(d, isum, acc);
+            }
+            // SAFETY: as above.
+            *sj = unsafe { hsum(acc) } * scale;
+        }
+    }
+
+    /// `out += Σ_j p[j] row_j` for Q8_0 rows of `hd / 32` blocks.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_q8_0(p: &[f32], v: &[BlockQ8_0], hd: usize, out: &mut [f32]) {
+        let nb = hd / 32;
+        if nb == 0 {
+            return;
+        }
+        let out = &mut out[..nb * 32];
+        let op = out.as_mut_ptr();
+        for (&pj, row) in p.iter().zip(v.chunks_exact(nb)) {
+            for (bi, b) in row.iter().enumerate() {
+                let w = _mm256_set1_ps(pj * b.d.to_f32());
+                let qp = b.qs.as_ptr();
+                for c in 0..4 {
+                    // SAFETY: 8 bytes at qs[8c..] are within the block's 32; out has nb * 32
+                    // elements, so bi * 32 + 8c + 8 is within it.
+                    unsafe {
+                        let q8 = _mm_loadl_epi64(qp.add(8 * c).cast());
+                        let x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+                        let o = op.add(bi * 32 + 8 * c);
+                        _mm256_storeu_ps(o, _mm256_fmadd_ps(w, x, _mm256_loadu_ps(o)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `e^x` of 8 lanes (Cephes' `expf`: ≈1 ulp on the range of a softmax, x ≤ 0); 0 below
+    /// -87.3 (where `f32::exp` turns subnormal).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn exp8(x: __m256) -> __m256 {
+        let lo = _mm256_set1_ps(-87.33);
+        let keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+        let x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.37));
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut y = _mm256_set1_ps(1.987_569_1e-4);
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.398_199_9e-3));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.333_452e-3));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.166_579_6e-2));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.666_666_5e-1));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5));
+        let r2 = _mm256_mul_ps(r, r);
+        y = _mm256_fmadd_ps(y, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        // 2^n: n + 127 in the exponent field (n in -126..=127 after the clamp)
+        let e = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        let y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+        _mm256_and_ps(y, keep)
+    }
+
+    /// Softmax in place, as [`crate::cpu::ops::softmax`]: the maximum subtracted, the sum in
+    /// f64 (four lanes), the exponentials by [`exp8`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn softmax(s: &mut [f32]) {
+        let n8 = s.len() / 8 * 8;
+        let p = s.as_mut_ptr();
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < n8 {
+            // SAFETY: i + 8 <= s.len().
+            m = _mm256_max_ps(m, unsafe { _mm256_loadu_ps(p.add(i)) });
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` has room for 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+        let max = lanes
+            .iter()
+            .chain(&s[n8..])
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return;
+        }
+        let mv = _mm256_set1_ps(max);
+        let mut sum = _mm256_setzero_pd();
+        let mut i = 0;
+        while i < n8 {
+            // SAFETY: i + 8 <= s.len(); the CPU has the features (the caller's contract).
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mv));
+                _mm256_storeu_ps(p.add(i), e);
+                sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+                sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+            }
+            i += 8;
+        }
+        let mut sl = [0f64; 4];
+        // SAFETY: `sl` has room for 4 f64.
+        unsafe { _mm256_storeu_pd(sl.as_mut_ptr(), sum) };
+        let mut total = (sl[0] + sl[2]) + (sl[1] + sl[3]);
+        for v in &mut s[n8..] {
+            *v = (*v - max).exp();
+            total += f64::from(*v);
+        }
+        let inv = (1.0 / total) as f32;
+        let iv = _mm256_set1_ps(inv);
+        let mut i = 0;
+        while i < n8 {
+            // SAFETY: i + 8 <= s.len().
+            unsafe { _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), iv)) };
+            i += 8;
+        }
+        for v in &mut s[n8..] {
+            *v *= inv;
+        }
+    }
+}
+
+/// The previous implementation (scalar; each head's rows copied to f32 first), kept as the
+/// tests' reference and for `XVERSE_ATTENTION=reference`.
+///
+/// As in ggml, the query's product with an f16 cache is taken on the query rounded to f16
+/// (with a q8_0 cache: quantized to Q8_0); the attention weights stay f32 (b2757's CPU path
+/// multiplies them with the f16 values without rounding them).
+pub fn attention_reference(
+    hp: &Hparams,
+    cache: &LayerCache,
+    cache_type: CacheType,
+    q: &[f32],
+    pos0: usize,
+    n_tokens: usize,
+) -> Result<Vec<f32>, RuntimeError> {
+    let dim = hp.hidden as usize;
+    let hd = hp.head_dim as usize;
+    let group = (hp.heads / hp.kv_heads) as usize;
+    let n_kv = pos0 + n_tokens;
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    let heads: Vec<Vec<f32>> = (0..hp.heads as usize)
+        .into_par_iter()
+        .map(|h| -> Result<Vec<f32>, RuntimeError> {
+            let kvh = h / group;
+            let mut keys = vec![0f32; n_kv * hd];
+            let mut values = vec![0f32; n_kv * hd];
+            cache.read_k(kvh, n_kv, &mut keys);
+            cache.read_v(kvh, n_kv, &mut values);
+
+            let mut out = vec![0f32; n_tokens * hd];
+            let mut scores = vec![0f32; n_kv];
+            for (t, out_t) in out.chunks_exact_mut(hd).enumerate() {
+                let pos = pos0 + t;
+                let mut qh = q[t * dim + h * hd..t * dim + (h + 1) * hd].to_vec();
+                match cache_type {
+                    CacheType::F32 => {}
+                    CacheType::F16 => round_f16(&mut qh),
+                    CacheType::Q8_0 => round_activations(GgmlType::Q8_0, &mut qh, hd)?,
+                }
+                // scores of the positions up to this token's own (causal mask)
+                let s = &mut scores[..=pos];
+                for (sj, kj) in s.iter_mut().zip(keys.chunks_exact(hd)) {
+                    *sj = dot(&qh, kj) * scale;
+                }
+                softmax(s);
+                // weighted sum of the values
+                for (&p, vj) in s.iter().zip(values.chunks_exact(hd)) {
+                    for (o, &vv) in out_t.iter_mut().zip(vj) {
+                        *o += p * vv;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_, _>>()?;
+
+    let mut att = vec![0f32; n_tokens * dim];
+    for (h, out) in heads.iter().enumerate() {
+        for (t, out_t) in out.chunks_exact(hd).enumerate() {
+            att[t * dim + h * hd..t * dim + (h + 1) * hd].copy_from_slice(out_t);
+        }
+    }
+    Ok(att)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cache::KvCache;
+
+    fn hp(heads: u32, kv_heads: u32, head_dim: u32) -> Hparams {
+        Hparams {
+            context_length: 16,
+            hidden: heads * head_dim,
+            layers: 1,
+            ffn: 8,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_dims: head_dim,
+            rope_freq_base: 10000.0,
+            rms_norm_eps: 1e-6,
+            vocab: 4,
+        }
+    }
+
+    /// Deterministic values in ±amp.
+    fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amp
+            })
+            .collect()
+    }
+
+    fn levels() -> Vec<Level> {
+        let mut l = vec![Level::Reference, Level::Scalar];
+        if Level::detect() == Level::Avx2 {
+            l.push(Level::Avx2);
+        }
+        l
+    }
+
+    #[test]
+    fn attention_on_a_hand_example() {
+        // one head of 2 dims, two cached positions: k0 = (1, 0), k1 = (0, 1), v0 = (1, 2),
+        // v1 = (3, 4). Query (2, 0) at position 1: scores (2, 0)/sqrt(2), softmax, mix.
+        let p = hp(1, 1, 2);
+        let mut c = KvCache::new(CacheType::F32, 1, 4, 1, 2).unwrap();
+        c.layer_mut(0)
+            .store(0, &[1.0, 0.0, 0.0, 1.0], &[1.0, 2.0, 3.0, 4.0])
+            .unwrap();
+        for level in levels() {
+            let att = |q: &[f32], pos0, n| {
+                attention_with(level, &p, c.layer(0), CacheType::F32, q, pos0, n).unwrap()
+            };
+            let out = att(&[2.0, 0.0], 1, 1);
+            let s0 = 2.0 / 2f32.sqrt();
+            let p0 = s0.exp() / (s0.exp() + 1.0);
+            let want = [p0 * 1.0 + (1.0 - p0) * 3.0, p0 * 2.0 + (1.0 - p0) * 4.0];
+            assert!((out[0] - want[0]).abs() < 1e-6 && (out[1] - want[1]).abs() < 1e-6);
+            // causal: the same query at position 0 sees only v0
+            let out = att(&[2.0, 0.0], 0, 1);
+            assert_eq!(out, vec![1.0, 2.0], "{level:?}");
+            // a batch of both positions gives both rows at once
+            let out = att(&[2.0, 0.0, 2.0, 0.0], 0, 2);
+            assert_eq!(&out[..2], &[1.0, 2.0]);
+            assert!((out[2] - want[0]).abs() < 1e-6 && (out[3] - want[1]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn grouped_query_heads_share_kv_heads() {
+        // 4 query heads, 2 kv heads: heads 0, 1 read kv head 0; heads 2, 3 read kv head 1
+        let p = hp(4, 2, 2);
+        let mut c = KvCache::new(CacheType::F32, 1, 4, 2, 2).unwrap();
+        // one position: kv head 0 values (1, 1), kv head 1 values (5, 5)
+        c.layer_mut(0)
+            .store(0, &[0.0, 0.0, 0.0, 0.0], &[1.0, 1.0, 5.0, 5.0])
+            .unwrap();
+        for level in levels() {
+            let out =
+                attention_with(level, &p, c.layer(0), CacheType::F32, &[0.3; 8], 0, 1).unwrap();
+            assert_eq!(
+                out,
+                vec![1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0],
+                "{level:?}"
+            );
+        }
+    }
+
+    /// Every level on the same random cache and queries, every cache type, head sizes with
+    /// and without a tail of the 8-lane vectors, decode and prompts: close to the reference.
+    #[test]
+    fn levels_agree_with_the_reference() {
+        for (heads, kv_heads, hd) in [(4, 2, 32), (2, 2, 64), (3, 1, 20), (2, 1, 128)] {
+            for ty in CacheType::ALL {
+                if ty == CacheType::Q8_0 && hd % 32 != 0 {
+                    continue;
+                }
+                let p = hp(heads, kv_heads, hd);
+                let n_ctx = 70;
+                let kv = (kv_heads * hd) as usize;
+                let mut c = KvCache::new(ty, 1, n_ctx, kv_heads as usize, hd as usize).unwrap();
+                let k = values(n_ctx * kv, 1, 2.0);
+                let v = values(n_ctx * kv, 2, 1.0);
+                c.layer_mut(0).store(0, &k, &v).unwrap();
+                let dim = (heads * hd) as usize;
+                for (pos0, n) in [(0, 1), (40, 1), (69, 1), (0, 37), (13, 57)] {
+                    let q = values(n * dim, 3 + pos0 as u64, 3.0);
+                    let want =
+                        attention_with(Level::Reference, &p, c.layer(0), ty, &q, pos0, n).unwrap();
+                    for level in levels() {
+                        let got = attention_with(level, &p, c.layer(0), ty, &q, pos0, n).unwrap();
+                        let tol = if ty == CacheType::Q8_0 { 2e-3 } else { 2e-5 };
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (a - b).abs() <= tol,
+                                "{level:?} {ty} hd {hd} pos0 {pos0} n {n} [{i}]: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 kernels against the scalar ones on the same inputs, one kernel at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_match_scalar() {
+        if Level::detect() != Level::Avx2 {
+            return;
+        }
+        for hd in [8usize, 16, 20, 32, 64, 128] {
+            for n in [0usize, 1, 3, 4, 5, 17, 100] {
+                let scale = 1.0 / (hd as f32).sqrt();
+                let qf = values(hd, 7, 3.0);
+                let kf = values(n * hd, 8, 2.0);
+                let kh: Vec<f16> = kf.iter().map(|&x| f16::from_f32(x)).collect();
+                let close = |a: &[f32], b: &[f32], tol: f32, what: &str| {
+                    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (x - y).abs() <= tol * (1.0 + y.abs()),
+                            "{what} hd {hd} n {n} [{i}]: {x} vs {y}"
+                        );
+                    }
+                };
+                for keys in [HeadRows::F32(&kf), HeadRows::F16(&kh)] {
+                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                    scores_with(Level::Avx2, &Query::F32(&qf), keys, hd, scale, &mut a);
+                    scores_scalar(&Query::F32(&qf), keys, hd, scale, &mut b);
+                    close(&a, &b, 1e-5, "scores");
+
+                    let p = values(n, 9, 1.0);
+                    let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                    weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
+                    weighted_sum_scalar(&p, keys, hd, &mut b);
+                    close(&a, &b, 1e-5, "weighted sum");
+                }
+                if hd % QK8_0 == 0 {
+                    let nb = hd / QK8_0;
+                    let mut qb = vec![BlockQ8_0::default_zero(); nb];
+                    q8_0::quantize_row(&qf, &mut qb);
+                    let mut kb = vec![BlockQ8_0::default_zero(); n * nb];
+                    for (row, blocks) in kf.chunks_exact(hd).zip(kb.chunks_exact_mut(nb)) {
+                        q8_0::quantize_row(row, blocks);
+                    }
+                    let keys = HeadRows::Q8_0(&kb);
+                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                    scores_with(Level::Avx2, &Query::Q8(&qb), keys, hd, scale, &mut a);
+                    scores_scalar(&Query::Q8(&qb), keys, hd, scale, &mut b);
+                    close(&a, &b, 1e-5, "q8_0 scores");
+                    let p = values(n, 9, 1.0);
+                    let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                    weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
+                    weighted_sum_scalar(&p, keys, hd, &mut b);
+                    close(&a, &b, 1e-5, "q8_0 weighted sum");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_softmax_and_exp_match_scalar() {
+        if Level::detect() != Level::Avx2 {
+            return;
+        }
+        // exp over the softmax range, bit patterns near the edges included
+        let xs: Vec<f32> = (0..=20000)
+            .map(|i| -100.0 + i as f32 * 0.005)
+            .chain([0.0, -0.0, -87.3, -87.34, -1e-30, 1.0, 10.0])
+            .collect();
+        for c in xs.chunks(8) {
+            let mut lane = [0f32; 8];
+            lane[..c.len()].copy_from_slice(c);
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2, FMA and F16C are present (checked above); `lane` and `out` hold 8.
+            unsafe {
+                use std::arch::x86_64::*;
+                let e = avx2::exp8(_mm256_loadu_ps(lane.as_ptr()));
+                _mm256_storeu_ps(out.as_mut_ptr(), e);
+            }
+            for (x, e) in lane.iter().zip(out) {
+                let want = x.exp();
+                if *x < -87.33 {
+                    assert!(e == 0.0 && want < 1.2e-38, "exp({x}) = {e}");
+                } else {
+                    assert!(
+                        (e - want).abs() <= 3e-7 * want,
+                        "exp({x}) = {e}, want {want}"
+                    );
+                }
+            }
+        }
+        for n in [1usize, 7, 8, 9, 64, 1000, 4097] {
+            let s = values(n, 11, 20.0);
+            let (mut a, mut b) = (s.clone(), s);
+            softmax_with(Level::Avx2, &mut a);
+            softmax(&mut b);
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * (y.abs() + 1e-30) + 1e-12,
+                    "{n}: {x} vs {y}"
+                );
+            }
+        }
+        // all -inf: unchanged, as the scalar softmax
+        let mut s = vec![f32::NEG_INFINITY; 9];
+        softmax_with(Level::Avx2, &mut s);
+        assert!(s.iter().all(|x| *x == f32::NEG_INFINITY));
+    }
+}

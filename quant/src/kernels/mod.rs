@@ -275,7 +275,7 @@ pub fn vec_dot_with(level: SimdLevel, w: GgmlType, n: usize, w_row: &[u8], act: 
 /// Most weight rows one [`vec_dot_tile`] kernel call takes.
 pub const TILE_ROWS: usize = 4;
 /// Most activation rows one [`vec_dot_tile`] kernel call takes.
-pub const TILE_COLS: usize = 3;
+pub const TILE_COLS: usize = 4;
 
 /// `out[r * acts.len() + t] = vec_dot(w, n, rows[r], acts[t])` for every weight row `r` and
 /// activation row `t` (any counts; `out` must hold `rows.len() * acts.len()` values), at

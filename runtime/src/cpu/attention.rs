@@ -14,7 +14,7 @@
 //!   (F16C), q8_0 rows are multiplied in integers block by block like ggml's
 //!   `vec_dot_q8_0_q8_0` (the query quantized to Q8_0 once per token) and their values widened
 //!   in registers; nothing is converted to an f32 copy first.
-//! * Kernels: AVX2 + FMA + F16C, chosen at run time (`is_x86_feature_detected!`), and a
+//! * Kernels: AVX2 + FMA + F16C, chosen at run time (with `xverse_quant::kernels`' level), and a
 //!   portable scalar version of each, which the unit tests compare them with.
 //! * Threads: one rayon task per (query head, block of query tokens): a generated token gives
 //!   one task per head, a prompt more.
@@ -29,9 +29,9 @@
 
 use std::sync::OnceLock;
 
-use half::f16;
 use rayon::prelude::*;
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
+use xverse_quant::kernels::{self, SimdLevel};
 use xverse_quant::GgmlType;
 
 use super::matmul::round_activations;
@@ -58,27 +58,30 @@ pub enum Level {
 }
 
 impl Level {
-    /// The best level this CPU supports.
+    /// The best level this CPU supports: AVX2 where the matrix kernels' detection
+    /// ([`kernels::hardware_level`]) found AVX2, FMA and F16C (AVX-512 implies them).
     pub fn detect() -> Level {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            return Level::Avx2;
-        }
-        Level::Scalar
+        Self::from_simd(kernels::hardware_level())
     }
 
-    /// The level attention uses: [`Level::detect`], unless `XVERSE_ATTENTION` says
-    /// `reference` or `scalar` (read once).
+    /// The level attention uses: the matrix kernels' level ([`kernels::simd_level`], so
+    /// `XVERSE_SIMD` caps both), unless `XVERSE_ATTENTION` says `reference` or `scalar`
+    /// (read once).
     pub fn current() -> Level {
         static LEVEL: OnceLock<Level> = OnceLock::new();
         *LEVEL.get_or_init(|| match std::env::var("XVERSE_ATTENTION").as_deref() {
             Ok("reference") => Level::Reference,
             Ok("scalar") => Level::Scalar,
-            _ => Level::detect(),
+            _ => Self::from_simd(kernels::simd_level()),
         })
+    }
+
+    fn from_simd(l: SimdLevel) -> Level {
+        if l >= SimdLevel::Avx2 {
+            Level::Avx2
+        } else {
+            Level::Scalar
+        }
     }
 }
 
@@ -162,7 +165,7 @@ pub fn attention_with(
                         Query::F32(&qf)
                     }
                     CacheType::Q8_0 => {
-                        qb.resize(hd / QK8_0, BlockQ8_0::default_zero());
+                        qb.resize(hd / QK8_0, bytemuck::Zeroable::zeroed());
                         q8_0::quantize_row(qh, &mut qb);
                         Query::Q8(&qb)
                     }
@@ -186,20 +189,6 @@ pub fn attention_with(
         }
     }
     Ok(att)
-}
-
-/// A zero Q8_0 block.
-trait ZeroBlock {
-    fn default_zero() -> Self;
-}
-
-impl ZeroBlock for BlockQ8_0 {
-    fn default_zero() -> Self {
-        BlockQ8_0 {
-            d: f16::ZERO,
-            qs: [0; QK8_0],
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -771,6 +760,7 @@ pub fn attention_reference(
 mod tests {
     use super::*;
     use crate::kv_cache::KvCache;
+    use half::f16;
 
     fn hp(heads: u32, kv_heads: u32, head_dim: u32) -> Hparams {
         Hparams {
@@ -928,9 +918,9 @@ mod tests {
                 }
                 if hd % QK8_0 == 0 {
                     let nb = hd / QK8_0;
-                    let mut qb = vec![BlockQ8_0::default_zero(); nb];
+                    let mut qb = vec![bytemuck::Zeroable::zeroed(); nb];
                     q8_0::quantize_row(&qf, &mut qb);
-                    let mut kb = vec![BlockQ8_0::default_zero(); n * nb];
+                    let mut kb = vec![bytemuck::Zeroable::zeroed(); n * nb];
                     for (row, blocks) in kf.chunks_exact(hd).zip(kb.chunks_exact_mut(nb)) {
                         q8_0::quantize_row(row, blocks);
                     }

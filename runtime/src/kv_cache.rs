@@ -93,17 +93,29 @@ impl Rows {
         }
     }
 
-    /// Makes room for `n` elements (whole rows), growing geometrically but never past `max`.
-    fn ensure(&mut self, n: usize, max: usize) {
-        fn grow<T: Clone>(v: &mut Vec<T>, n: usize, max: usize, zero: T) {
+    /// Makes room for `n` elements (whole rows), growing geometrically but never past `max`;
+    /// an error (not an abort) when the memory cannot be had.
+    fn ensure(&mut self, n: usize, max: usize) -> Result<(), RuntimeError> {
+        fn grow<T: Clone>(
+            v: &mut Vec<T>,
+            n: usize,
+            max: usize,
+            zero: T,
+        ) -> Result<(), RuntimeError> {
             if v.len() >= n {
-                return;
+                return Ok(());
             }
             if v.capacity() < n {
                 let target = n.max(v.capacity().saturating_mul(2)).min(max.max(n));
-                v.reserve_exact(target - v.len());
+                v.try_reserve_exact(target - v.len()).map_err(|_| {
+                    RuntimeError::new(format!(
+                        "kv cache: cannot allocate {} bytes for one head's rows",
+                        target.saturating_mul(std::mem::size_of::<T>())
+                    ))
+                })?;
             }
             v.resize(n, zero);
+            Ok(())
         }
         match self {
             Rows::F32(v) => grow(v, n, max, 0.0),
@@ -246,7 +258,7 @@ impl LayerCache {
         for (heads, src) in [(&mut self.k, k), (&mut self.v, v)] {
             for rows in heads.iter_mut() {
                 rows.truncate(pos0 * hd);
-                rows.ensure(end, max);
+                rows.ensure(end, max)?;
             }
             // one head row at a time: a q8_0 row is whole blocks by construction
             for (i, row) in src.chunks_exact(hd).enumerate() {
@@ -294,7 +306,7 @@ impl LayerCache {
         for (heads, amp) in [(&mut self.k, 1.0f32), (&mut self.v, 0.5)] {
             for rows in heads.iter_mut() {
                 rows.truncate(0);
-                rows.ensure(n * hd, self.n_ctx * hd);
+                rows.ensure(n * hd, self.n_ctx * hd)?;
                 for p in 0..n {
                     row.iter_mut().for_each(|x| *x = amp * next());
                     rows.write(p * hd, &row);
@@ -528,5 +540,12 @@ mod tests {
         let e = KvCache::new(CacheType::Q8_0, 1, 8, 4, 16).unwrap_err();
         assert!(e.to_string().contains("q8_0"));
         assert!(KvCache::new(CacheType::F16, 1, 8, 4, 16).is_ok());
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_not_aborts() {
+        let mut c = KvCache::new(CacheType::F16, 1, 1 << 50, 2, 32).unwrap();
+        let e = c.fill_synthetic(1 << 50, 1).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate"), "{e}");
     }
 }

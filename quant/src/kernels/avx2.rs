@@ -5,7 +5,6 @@
 //! known length; the only precondition of the `unsafe` entry [`vec_dot`] is that the CPU has
 //! AVX2, FMA and F16C.
 
-use super::scalar::f16_at;
 use super::scalar::{
     Q2_K_BYTES, Q3_K_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES,
     Q6_K_BYTES, Q8_0_BYTES, Q8_1_BYTES, Q8_K_BYTES,
@@ -37,6 +36,15 @@ pub unsafe fn vec_dot(w: GgmlType, x: &[u8], y: &[u8]) -> Option<f32> {
             _ => return None,
         })
     }
+}
+
+/// The f16 at `b[off..off + 2]` as f32, converted by F16C (exact; subnormal scales, common
+/// in K-quant blocks of small weights, cost nothing extra).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn f16_at(b: &[u8], off: usize) -> f32 {
+    let h = u16::from_le_bytes([b[off], b[off + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
 }
 
 /// Loads 32 bytes from the start of `b`.

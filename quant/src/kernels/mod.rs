@@ -28,6 +28,8 @@ pub mod avx2_tile;
 pub mod avx2_tile_k;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_bf16;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
@@ -246,6 +248,10 @@ pub fn vec_dot_with(level: SimdLevel, w: GgmlType, n: usize, w_row: &[u8], act: 
     let level = effective(level, hardware_level());
     #[cfg(target_arch = "x86_64")]
     {
+        if level >= SimdLevel::Avx512 && w == GgmlType::BF16 && avx512_bf16::available() {
+            // SAFETY: `available()` checked AVX-512 F, BW and BF16.
+            return unsafe { avx512_bf16::bf16_bf16(w_row, act) };
+        }
         if level >= SimdLevel::Avx512 {
             // SAFETY: `effective` returns `Avx512` only when the CPU has AVX-512 F, BW, VL and
             // VNNI besides AVX2, FMA and F16C.
@@ -472,6 +478,12 @@ fn f32_act_tile_kernel(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        if level >= SimdLevel::Avx512 && w == GgmlType::BF16 && avx512_bf16::available() {
+            // SAFETY: `available()` checked AVX-512 F, BW and BF16.
+            if unsafe { avx512_bf16::f32_act_tile(rows, xs, out) } {
+                return true;
+            }
+        }
         // SAFETY: `level` comes from `effective`, so `Avx512` means the CPU has AVX-512 F, BW,
         // VL, VNNI (and AVX2, FMA, F16C), and `Avx2` means AVX2, FMA and F16C.
         if level >= SimdLevel::Avx512 && unsafe { avx512::f32_act_tile(w, rows, xs, out) } {

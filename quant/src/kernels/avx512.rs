@@ -1072,10 +1072,15 @@ mod tests {
                 f64::from((v - s).abs()) <= 4e-5 * bnd + 1e-30,
                 "{w} real scales, {nb} blocks: {v} vs {s} (bound {bnd})"
             );
-            // the public entry dispatches to the same kernel
+            // the public entry dispatches to this kernel, or to AVX2's where that was faster
+            let want = if crate::kernels::avx512_row_kernel(w) {
+                v
+            } else {
+                vec_dot_with(SimdLevel::Avx2, w, n, &x, &y)
+            };
             assert_eq!(
                 vec_dot_with(SimdLevel::Avx512, w, n, &x, &y),
-                v,
+                want,
                 "{w} dispatch"
             );
         }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use xverse_quant::blocks;
 use xverse_quant::kernels;
 use xverse_quant::GgmlType;
+use xverse_tests::rng::SplitMix64;
 
 fn ggml_vec_dot(ty: GgmlType) -> (sys::ggml_vec_dot_t, u32) {
     xverse_tests::oracle::init();
@@ -38,13 +39,8 @@ fn main() {
         GgmlType::Q5K,
         GgmlType::F16,
     ];
-    let mut seed = 0x1234_5678_u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    };
+    let mut rng = SplitMix64::new(0x1234_5678);
+    let mut rnd = move || rng.uniform(-1.0, 1.0) as f32;
     let x: Vec<f32> = (0..cols).map(|_| rnd()).collect();
     println!(
         "{cols} columns, 1 thread, ours at {:?}",
@@ -184,7 +180,7 @@ fn from_file(path: &str, names: &[String]) {
             picked.push(t);
         }
     }
-    let mut seed = 0x1234_5678_u64;
+    let mut rng = SplitMix64::new(0x1234_5678);
     println!("{path}, 1 thread, ours at {:?}", kernels::simd_level());
     println!(
         "{:<6} {:>8} {:>12} {:>12} {:>7}  tensor",
@@ -195,14 +191,7 @@ fn from_file(path: &str, names: &[String]) {
             continue;
         };
         let cols = t.row_len() as usize;
-        let x: Vec<f32> = (0..cols)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         let mut act = Vec::new();
         kernels::quantize_activations(t.ty, &x, &mut act);
         print!("{:<28} ", t.name);

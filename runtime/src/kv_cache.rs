@@ -410,7 +410,26 @@ impl KvCache {
 
     /// Benchmarks only: every layer holds `n` positions of synthetic keys and values (see
     /// [`LayerCache::fill_synthetic`]; layer `i` seeded with `seed + i`).
+    ///
+    /// Before allocating, the bytes still needed are compared with what the machine can back
+    /// ([`memory_available`]): Linux lets a process reserve far more than RAM + swap and
+    /// kills it when the pages are touched, so a depth that cannot fit is refused here with
+    /// an error instead.
     pub fn fill_synthetic(&mut self, n: usize, seed: u64) -> Result<(), RuntimeError> {
+        let per_position: usize = self
+            .layers
+            .iter()
+            .map(|l| 2 * l.kv_heads * self.ty.row_bytes(l.head_dim))
+            .sum();
+        let need = per_position.saturating_mul(n).saturating_sub(self.bytes());
+        if let Some(avail) = memory_available() {
+            if need as u64 > avail {
+                return Err(RuntimeError::new(format!(
+                    "kv cache: cannot allocate {need} bytes for {n} positions: this machine has \
+                     {avail} bytes available (MemAvailable + SwapFree in /proc/meminfo)"
+                )));
+            }
+        }
         for (i, l) in self.layers.iter_mut().enumerate() {
             l.fill_synthetic(n, seed.wrapping_add(i as u64))?;
         }
@@ -428,6 +447,24 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(LayerCache::bytes).sum()
     }
+}
+
+/// Bytes this machine can still back with RAM or swap (Linux: `MemAvailable` + `SwapFree` of
+/// `/proc/meminfo`); `None` where that is not known.
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        kib.checked_mul(1024)
+    };
+    let avail = field("MemAvailable:")?;
+    Some(avail.saturating_add(field("SwapFree:").unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -547,5 +584,27 @@ mod tests {
         let mut c = KvCache::new(CacheType::F16, 1, 1 << 50, 2, 32).unwrap();
         let e = c.fill_synthetic(1 << 50, 1).unwrap_err();
         assert!(e.to_string().contains("cannot allocate"), "{e}");
+    }
+
+    /// A depth that Linux would let us reserve (overcommit) but not back is refused before
+    /// anything is allocated, instead of ending in the OOM killer.
+    #[test]
+    fn depth_beyond_memory_is_refused_before_allocating() {
+        #[cfg(target_os = "linux")]
+        let avail = memory_available().expect("/proc/meminfo is readable on Linux");
+        #[cfg(not(target_os = "linux"))]
+        let Some(avail) = memory_available() else {
+            return;
+        };
+        // f32, one layer, one head of 128: 1 KiB per position (K and V)
+        let n = usize::try_from(avail / 1024 * 2 + 1).unwrap();
+        let mut c = KvCache::new(CacheType::F32, 1, n, 1, 128).unwrap();
+        let e = c.fill_synthetic(n, 1).unwrap_err();
+        assert!(e.to_string().contains("bytes available"), "{e}");
+        assert_eq!(c.bytes(), 0, "nothing was allocated");
+        // a small depth still works
+        let mut c = KvCache::new(CacheType::F32, 1, 64, 1, 128).unwrap();
+        c.fill_synthetic(64, 1).unwrap();
+        assert_eq!(c.bytes(), 64 * 1024);
     }
 }

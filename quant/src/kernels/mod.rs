@@ -283,6 +283,7 @@ pub fn vec_dot_with(level: SimdLevel, w: GgmlType, n: usize, w_row: &[u8], act: 
 /// ran the AVX2 kernels faster for Q4_K (9.1 against 7.2 GB/s) and Q5_K (9.6 against 8.3),
 /// and equally for Q3_K, so these keep AVX2; every other type is faster with AVX-512
 /// (Q4_0 7.2 against 5.7, Q8_0 14.2 against 12.1, BF16 22.5 against 14.2 GB/s).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn avx512_row_kernel(w: GgmlType) -> bool {
     !matches!(w, GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K)
 }

@@ -163,7 +163,8 @@ fn from_file(path: &str, names: &[String]) {
     let file = match xverse_quant::gguf::Gguf::open(path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("{path}: {e}");
+            // the error names the file already
+            eprintln!("{e}");
             std::process::exit(1);
         }
     };

@@ -76,37 +76,70 @@ fn main() {
                 w.extend_from_slice(&distinct[i % 16]);
             }
             compare(ty, cols, &w, &act, gdot);
+            if ty == GgmlType::Q4_0 {
+                compare_packed(cols, &w, &act, gdot);
+            }
         }
     }
 }
 
 /// Times ours against ggml's over every row of `w` (`cols` elements of `ty` per row) with the
 /// activation row `act`, interleaved, best of 7, and prints one line.
-fn compare(
-    ty: GgmlType,
-    cols: usize,
-    w: &[u8],
-    act: &[u8],
-    gdot: unsafe extern "C" fn(
-        i32,
-        *mut f32,
-        usize,
-        *const c_void,
-        usize,
-        *const c_void,
-        usize,
-        i32,
-    ),
-) {
+fn compare(ty: GgmlType, cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
     let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
-    let rows = w.len() / row_bytes;
-    let mut out_ours = vec![0f32; rows];
-    let mut out_ggml = vec![0f32; rows];
     let ours = |out: &mut [f32]| {
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             *o = kernels::vec_dot(ty, cols, black_box(r), act);
         }
     };
+    compare_with(ty.name(), ty, cols, w, act, gdot, ours);
+}
+
+/// Q4_0 rows repacked eight at a time ([`kernels::q4_0x8`]): the packed matrix × vector
+/// kernel against ggml's per-row Q4_0 kernel on the same rows (whole groups of 8 only).
+fn compare_packed(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
+    use kernels::q4_0x8;
+    let row_bytes = GgmlType::Q4_0.bytes_for(cols as u64).unwrap() as usize;
+    let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
+    let gb = q4_0x8::group_bytes(cols).unwrap();
+    let mut packed = vec![0u8; w.len()];
+    for (g, rows) in packed
+        .chunks_exact_mut(gb)
+        .zip(w.chunks_exact(8 * row_bytes))
+    {
+        assert!(q4_0x8::pack(cols, rows, g));
+    }
+    let mut sums = Vec::new();
+    q4_0x8::block_sums(act, &mut sums);
+    let ours = |out: &mut [f32]| {
+        let mut o8 = [0f32; 8];
+        for (o, g) in out.chunks_exact_mut(8).zip(packed.chunks_exact(gb)) {
+            q4_0x8::gemv(cols, black_box(g), act, &sums, &mut o8);
+            o.copy_from_slice(&o8);
+        }
+    };
+    compare_with("q4_0x8", GgmlType::Q4_0, cols, w, act, gdot, ours);
+}
+
+/// ggml's `vec_dot` function type.
+type GgmlDot =
+    unsafe extern "C" fn(i32, *mut f32, usize, *const c_void, usize, *const c_void, usize, i32);
+
+/// Times `ours` (all rows of `w` into its argument) against ggml's `vec_dot` over the rows of
+/// `w`, interleaved, best of 7, and prints one line labelled `label`.
+fn compare_with(
+    label: &str,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    act: &[u8],
+    gdot: GgmlDot,
+    ours: impl Fn(&mut [f32]),
+) {
+    let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
+    let rows = w.len() / row_bytes;
+    let mut out_ours = vec![0f32; rows];
+    let mut out_ggml = vec![0f32; rows];
     let theirs = |out: &mut [f32]| {
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: `r` holds one row of `cols` elements of `ty` and `act` one row of
@@ -152,7 +185,7 @@ fn compare(
     let (o, g) = (bytes / t_ours / 1e9, bytes / t_ggml / 1e9);
     println!(
         "{:<6} {:>8.2} {o:>12.2} {g:>12.2} {:>7.2}",
-        ty.name(),
+        label,
         w.len() as f64 / (1 << 20) as f64,
         o / g
     );
@@ -197,5 +230,9 @@ fn from_file(path: &str, names: &[String]) {
         kernels::quantize_activations(t.ty, &x, &mut act);
         print!("{:<28} ", t.name);
         compare(t.ty, cols, file.view(t).data, &act, gdot);
+        if t.ty == GgmlType::Q4_0 && t.n_rows() >= 8 {
+            print!("{:<28} ", t.name);
+            compare_packed(cols, file.view(t).data, &act, gdot);
+        }
     }
 }

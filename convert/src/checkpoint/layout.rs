@@ -230,23 +230,4 @@ pub(crate) fn extend_f32(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
 }
 
 /// Drops the cached pages of `range` of a read-only file map (best effort).
-pub(crate) fn release_range(map: &memmap2::Mmap, range: Range<usize>) {
-    if range.is_empty() || range.end > map.len() {
-        return;
-    }
-    #[cfg(unix)]
-    {
-        // SAFETY: `map` is a read-only private file mapping (memmap2 `Mmap`, never made
-        // mutable), so it has no private dirty pages: MADV_DONTNEED only drops clean pages that
-        // the kernel refills from the file on the next access, with the same bytes. Borrows of
-        // the range (none are outstanding once a tensor has been read) would therefore still see
-        // identical data. The range was checked to lie inside the map just above.
-        let _ = unsafe {
-            map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                range.start,
-                range.end - range.start,
-            )
-        };
-    }
-}
+pub(crate) use xverse_quant::gguf::release_map_range as release_range;

@@ -13,7 +13,7 @@ mod value;
 mod writer;
 
 pub use error::GgufError;
-pub use reader::{Gguf, TensorInfo, TensorView};
+pub use reader::{release_map_range, Gguf, TensorInfo, TensorView};
 pub use value::{Value, ValueType};
 pub use writer::{GgufFileWriter, GgufWriter, TensorSpec};
 

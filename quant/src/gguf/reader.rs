@@ -394,6 +394,29 @@ impl Gguf {
         self.tensors.get(i)
     }
 
+    /// Drops the resident pages of `bytes`, a sub-slice of this file (a tensor's data from
+    /// [`view`](Self::view)), from the process's memory: for a file map the kernel refills
+    /// them from the file with the same bytes on the next access, so this only lowers the
+    /// resident set (used once a tensor has been copied into another layout). Best effort: a
+    /// file held in memory, or a slice that is not part of the file, is left alone.
+    pub fn release_pages(&self, bytes: &[u8]) {
+        if let Some((map, range)) = self.map_range(bytes) {
+            release_map_range(map, range);
+        }
+    }
+
+    /// The map and the range of it that `bytes` is (`None`: not a file map, or not inside it).
+    fn map_range(&self, bytes: &[u8]) -> Option<(&memmap2::Mmap, std::ops::Range<usize>)> {
+        let Storage::Map(map) = &self.storage else {
+            return None;
+        };
+        let (start, base) = (bytes.as_ptr() as usize, map.as_ptr() as usize);
+        if bytes.is_empty() || start < base || start + bytes.len() > base + map.len() {
+            return None;
+        }
+        Some((map, start - base..start - base + bytes.len()))
+    }
+
     /// A view of tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         self.tensor_info(name).map(|info| self.view(info))
@@ -411,6 +434,28 @@ impl Gguf {
             .and_then(|r| self.storage.bytes().get(r))
             .unwrap_or(&[]);
         TensorView { info, data }
+    }
+}
+
+/// Drops the resident pages of `range` of a read-only file map (best effort; nothing when the
+/// range is empty or not inside the map).
+pub fn release_map_range(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
+    if range.is_empty() || range.end > map.len() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: `map` is a read-only file mapping (memmap2 `Mmap`, never made mutable), so it
+        // has no dirty pages: MADV_DONTNEED only drops clean pages that the kernel refills from
+        // the file on the next access, with the same bytes, so any outstanding borrow of the
+        // range still sees identical data. The range was checked to lie inside the map above.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.end - range.start,
+            )
+        };
     }
 }
 

@@ -29,7 +29,7 @@ use xverse_runtime::bench::{
 use xverse_runtime::cpu::attention::Level;
 use xverse_runtime::engine::{Engine, EngineConfig};
 use xverse_runtime::kv_cache::CacheType;
-use xverse_runtime::model::Model;
+use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::RuntimeError;
 
 /// Prompt and generation speed of XVERSE GGUF models (llama-bench's flags and JSON).
@@ -100,6 +100,10 @@ struct Cli {
     /// Print a JSON array (llama-bench's field names) instead of the table.
     #[arg(long = "json")]
     json: bool,
+    /// Keep Q4_0 weights in the file's layout instead of repacking them eight rows at a time
+    /// at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    #[arg(long = "no-repack")]
+    no_repack: bool,
 }
 
 fn main() -> ExitCode {
@@ -196,7 +200,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         .max(1)
         + cli.n_depth.iter().copied().max().unwrap_or(0);
     for path in &cli.models {
-        let model = Model::load(path)?;
+        let model = Model::load_with(path, !cli.no_repack && repack_by_default())?;
         let mtype = model_type(&model);
         let size: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
         let params = model.hparams.parameters();

@@ -21,7 +21,7 @@ use clap::Parser;
 use xverse_runtime::chat::Chat;
 use xverse_runtime::engine::{Engine, EngineConfig};
 use xverse_runtime::kv_cache::CacheType;
-use xverse_runtime::model::Model;
+use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::sampler::{Sampler, SamplerConfig};
 use xverse_runtime::session::{Session, Stop};
 use xverse_runtime::tokenizer::Tokenizer;
@@ -130,6 +130,10 @@ struct Cli {
     /// Take -p and --system literally.
     #[arg(long = "no-escape")]
     no_escape: bool,
+    /// Keep Q4_0 weights in the file's layout instead of repacking them eight rows at a time
+    /// at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    #[arg(long = "no-repack")]
+    no_repack: bool,
 }
 
 /// llama.cpp's `process_escapes`: `\n \r \t \' \" \\ \xNN`; anything else stays as written.
@@ -251,7 +255,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     };
 
     let t_load = Instant::now();
-    let model = Model::load(&model_path)?;
+    let model = Model::load_with(&model_path, !cli.no_repack && repack_by_default())?;
     let tok = Tokenizer::from_gguf(model.gguf())?;
     let train_ctx = model.hparams.context_length as usize;
     if cli.ctx_size > train_ctx && train_ctx > 0 {

@@ -26,6 +26,7 @@
 use rayon::prelude::*;
 use xverse_quant::blocks;
 use xverse_quant::kernels as fast;
+use xverse_quant::kernels::q4_0x8;
 use xverse_quant::GgmlType;
 
 use super::ops::dot;
@@ -159,6 +160,9 @@ pub fn matmul(
         Some(k) => {
             let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
             check_act(w, &act, k.act_row_bytes * n_tokens)?;
+            if let Some(packed) = w.packed {
+                return products_q4_0x8(w, packed, k, &act, n_tokens, y);
+            }
             products(
                 w,
                 &act,
@@ -278,6 +282,107 @@ fn products<T: Sync>(
     transpose_into(&yt, n_out, n_tokens, y);
 }
 
+/// `y = W x` for a Q4_0 weight whose first `n_rows / 8 * 8` rows are `packed` in
+/// [`q4_0x8`]'s layout (the Q8_0 activations `act` already quantized, one row per token): the
+/// groups of eight rows split over the threads like [`products`]' rows, each group multiplied
+/// with one token ([`q4_0x8::gemv`], decode) or tiles of tokens ([`q4_0x8::gemm`], prompts);
+/// the last `n_rows % 8` rows by the row kernels of `k`.
+fn products_q4_0x8(
+    w: &Weight<'_>,
+    packed: &[u8],
+    k: Kernel,
+    act: &[u8],
+    n_tokens: usize,
+    y: &mut [f32],
+) -> Result<(), RuntimeError> {
+    const G: usize = q4_0x8::ROWS;
+    let (n_in, n_out) = (w.row_len, w.n_rows);
+    let gb = q4_0x8::group_bytes(n_in).unwrap_or(0);
+    let groups = n_out / G;
+    if gb == 0 || packed.len() != groups * gb {
+        return Err(RuntimeError::new(format!(
+            "matmul {}: {} packed bytes for {groups} groups of 8 rows of {n_in}",
+            w.name,
+            packed.len()
+        )));
+    }
+    let stride = k.act_row_bytes;
+    let token = |t: usize| &act[t * stride..(t + 1) * stride];
+    let sums: Vec<Vec<i32>> = (0..n_tokens)
+        .map(|t| {
+            let mut s = Vec::new();
+            q4_0x8::block_sums(token(t), &mut s);
+            s
+        })
+        .collect();
+    let group = |g: usize| &packed[g * gb..(g + 1) * gb];
+    // whole groups per task, as `products` splits rows
+    let per = (rows_per_task(n_out, n_in, n_tokens) / G).max(1);
+    let tail = groups * G..n_out;
+    if n_tokens == 1 {
+        let ahead = prefetch_distance();
+        let (head, rest) = y.split_at_mut(groups * G);
+        head.par_chunks_mut(per * G)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let first = c * per;
+                // this task's packed bytes end here; prefetch `ahead` bytes ahead within them
+                let end = (first + out.len() / G) * gb;
+                let mut o8 = [0f32; G];
+                for (j, o) in out.chunks_exact_mut(G).enumerate() {
+                    let g = first + j;
+                    let from = g * gb + ahead;
+                    if ahead > 0 && from < end {
+                        prefetch(&packed[from..(from + gb).min(end)]);
+                    }
+                    q4_0x8::gemv(n_in, group(g), act, &sums[0], &mut o8);
+                    o.copy_from_slice(&o8);
+                }
+            });
+        for (o, r) in rest.iter_mut().zip(tail) {
+            *o = k.dot(n_in, w.row(r), act);
+        }
+        return Ok(());
+    }
+    // groups × tiles of tokens; out is rows × tokens (transposed), like `products`
+    let span = (TILE_BYTES / stride.max(1)).clamp(1, n_tokens);
+    let mut yt = vec![0f32; n_out * n_tokens];
+    let (head, rest) = yt.split_at_mut(groups * G * n_tokens);
+    head.par_chunks_mut(per * G * n_tokens)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let g0 = c * per;
+            let mut buf = [0f32; G * q4_0x8::TILE_TOKENS];
+            for t0 in (0..n_tokens).step_by(span) {
+                let t1 = (t0 + span).min(n_tokens);
+                for (j, out_g) in out.chunks_exact_mut(G * n_tokens).enumerate() {
+                    for ts in (t0..t1).step_by(q4_0x8::TILE_TOKENS) {
+                        let te = (ts + q4_0x8::TILE_TOKENS).min(t1);
+                        let nc = te - ts;
+                        let mut acts: [&[u8]; q4_0x8::TILE_TOKENS] = [&[]; q4_0x8::TILE_TOKENS];
+                        let mut ss: [&[i32]; q4_0x8::TILE_TOKENS] = [&[]; q4_0x8::TILE_TOKENS];
+                        for t in 0..nc {
+                            acts[t] = token(ts + t);
+                            ss[t] = &sums[ts + t];
+                        }
+                        let o = &mut buf[..G * nc];
+                        q4_0x8::gemm(n_in, group(g0 + j), &acts[..nc], &ss[..nc], o);
+                        for (r, vals) in o.chunks_exact(nc).enumerate() {
+                            out_g[r * n_tokens + ts..r * n_tokens + te].copy_from_slice(vals);
+                        }
+                    }
+                }
+            }
+        });
+    for (out_r, r) in rest.chunks_exact_mut(n_tokens).zip(tail) {
+        for (t, o) in out_r.iter_mut().enumerate() {
+            *o = k.dot(n_in, w.row(r), token(t));
+        }
+    }
+    transpose_into(&yt, n_out, n_tokens, y);
+    Ok(())
+}
+
 /// How many rows ahead the decode loop prefetches: [`PREFETCH_BYTES`] ahead, or what
 /// `XVERSE_PREFETCH=BYTES` says (0: no prefetch).
 ///
@@ -286,18 +391,24 @@ fn products<T: Sync>(
 /// ahead raised one-thread decode of Q4_K_M by ~20 % and Q8_0 by ~15 % against llama.cpp in
 /// the same run (`bench_vs_llama`, README "Speed").
 fn prefetch_rows(row_bytes: usize) -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let bytes = *BYTES.get_or_init(|| {
-        std::env::var("XVERSE_PREFETCH")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(PREFETCH_BYTES)
-    });
+    let bytes = prefetch_distance();
     if bytes == 0 {
         0
     } else {
         (bytes / row_bytes.max(1)).max(1)
     }
+}
+
+/// How far ahead, in bytes of weights, the decode loops prefetch: [`PREFETCH_BYTES`], or
+/// what `XVERSE_PREFETCH=BYTES` says (0: no prefetch; an unparsable value is ignored).
+fn prefetch_distance() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("XVERSE_PREFETCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(PREFETCH_BYTES)
+    })
 }
 
 /// Default prefetch distance of the decode loop, in bytes of weight rows.
@@ -396,6 +507,7 @@ mod tests {
             n_rows,
             row_bytes: ty.bytes_for(row_len as u64).unwrap() as usize,
             data,
+            packed: None,
         }
     }
 
@@ -483,6 +595,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A Q4_0 weight with its whole groups of eight rows repacked gives the row kernels'
+    /// numbers (to float rounding: the packed kernels use fused multiply-adds) for decode and
+    /// prompts, with a tail of rows outside the groups, on one and three threads.
+    #[test]
+    fn packed_q4_0_matches_the_row_kernels() {
+        let (n_in, n_out) = (256, 8 * 5 + 3);
+        let wf: Vec<f32> = (0..n_in * n_out)
+            .map(|i| ((i as f32) * 0.37).sin() * 0.05)
+            .collect();
+        let ty = GgmlType::Q4_0;
+        let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
+        blocks::quantize_row(ty, &wf, &mut bytes).unwrap();
+        let plain = weight("w", ty, n_in, n_out, &bytes);
+        let rb = plain.row_bytes;
+        let gb = q4_0x8::group_bytes(n_in).unwrap();
+        let mut packed = vec![0u8; n_out / 8 * gb];
+        for (g, rows) in packed.chunks_exact_mut(gb).zip(bytes.chunks_exact(8 * rb)) {
+            assert!(q4_0x8::pack(n_in, rows, g));
+        }
+        let packed_w = Weight {
+            packed: Some(&packed),
+            ..plain
+        };
+        for n_tok in [1, 2, 9] {
+            let x: Vec<f32> = (0..n_tok * n_in)
+                .map(|i| ((i as f32) * 0.11).cos())
+                .collect();
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let (mut want, mut got) = (vec![0f32; n_tok * n_out], vec![0f32; n_tok * n_out]);
+                pool.install(|| {
+                    matmul(&plain, &x, n_tok, &mut want).unwrap();
+                    matmul(&packed_w, &x, n_tok, &mut got).unwrap();
+                });
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{n_tok} tokens {threads} threads, output {i}: {a} vs {b}"
+                    );
+                }
+                if q4_0x8::worthwhile() {
+                    // the packed path ran (not the row kernels on the map): a corrupted packed
+                    // copy changes the result
+                    let mut bad = packed.clone();
+                    bad[16] ^= 0xff; // row 0, quants 0 and 16
+                    let bad_w = Weight {
+                        packed: Some(&bad),
+                        ..plain
+                    };
+                    let mut y = vec![0f32; n_tok * n_out];
+                    pool.install(|| matmul(&bad_w, &x, n_tok, &mut y).unwrap());
+                    assert_ne!(y[0], want[0], "packed path not taken");
+                }
+            }
+        }
+        // a packed copy of the wrong size is an error naming the tensor
+        let short = Weight {
+            packed: Some(&packed[1..]),
+            ..plain
+        };
+        let mut y = vec![0f32; n_out];
+        let e = matmul(&short, &vec![0.5; n_in], 1, &mut y).unwrap_err();
+        assert!(e.to_string().contains("matmul w"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! AVX2 kernels for Q4_0 weights packed eight rows at a time ([`super::q4_0x8`] has the
+//! layout and the scalar reference).
+//!
+//! Per block column: four 32-byte loads hold 256 nibbles (32 of each of the eight rows); a
+//! mask and a shift give two vectors of unsigned quants each, with row `j` in 32-bit lane
+//! `j`; each is multiplied (`maddubs`, unsigned × signed) with a 4-byte broadcast of the
+//! activation quants it pairs with, and the eight products are summed in 16-bit lanes (at
+//! most 8 · 2 · 15 · 128 = 30,720 in magnitude, so no saturation), widened once (`madd`),
+//! corrected by `8 · Σ q` of the activation block, converted and scaled by the eight row
+//! scales (one `vcvtph2ps`) times the activation scale. The eight results stay in the lanes
+//! of one accumulator: no horizontal sum per row.
+
+use super::avx2::{f16_at, load16, load32};
+use super::q4_0x8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
+use super::scalar::Q8_0_BYTES;
+use std::arch::x86_64::*;
+
+/// The four activation bytes at `q[off..off + 4]` in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn broadcast4(q: &[u8], off: usize) -> __m256i {
+    let b: [u8; 4] = q[off..off + 4].try_into().expect("4 bytes");
+    _mm256_set1_epi32(i32::from_le_bytes(b))
+}
+
+/// The 16-bit partial sums of one block column: row `j`'s 32 products in lane pair `j`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn block_products(col: &[u8], q: &[u8]) -> __m256i {
+    let low = _mm256_set1_epi8(0x0f);
+    let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for m in 0..4 {
+        let v = load32(&col[2 * ROWS + 32 * m..]);
+        let lo = _mm256_and_si256(v, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo, broadcast4(q, 4 * m)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi, broadcast4(q, 16 + 4 * m)));
+    }
+    _mm256_add_epi16(s0, s1)
+}
+
+/// `acc + d_rows · d_y · (madd(s16) - 8 · sum)`: one block's contribution to the 8 rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn accumulate(s16: __m256i, sum: i32, d_rows: __m256, by: &[u8], acc: __m256) -> __m256 {
+    let isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+    let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * sum));
+    let d = _mm256_mul_ps(d_rows, _mm256_set1_ps(f16_at(by, 0)));
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc)
+}
+
+/// The eight lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx")]
+fn lanes(v: __m256) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
+    // SAFETY: `out` holds 8 f32; unaligned store.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// The eight rows of `group` · one Q8_0 activation row `act` with block sums `sums`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
+/// slice would panic, never read out of bounds.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemv(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
+    let mut acc = _mm256_setzero_ps();
+    for ((col, by), &s) in group
+        .chunks_exact(GROUP_BLOCK_BYTES)
+        .zip(act.chunks_exact(Q8_0_BYTES))
+        .zip(sums)
+    {
+        let s16 = block_products(col, &by[2..]);
+        let d_rows = _mm256_cvtph_ps(load16(col));
+        acc = accumulate(s16, s, d_rows, by, acc);
+    }
+    lanes(acc)
+}
+
+/// `out[j · acts.len() + t]` = row `j` of `group` · `acts[t]` for up to [`TILE_TOKENS`]
+/// activation rows: each weight vector is loaded and unpacked once for all of them.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `acts.len() <= TILE_TOKENS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
+    match acts.len() {
+        1 => gemm_n::<1>(group, acts, sums, out),
+        2 => gemm_n::<2>(group, acts, sums, out),
+        3 => gemm_n::<3>(group, acts, sums, out),
+        4 => gemm_n::<4>(group, acts, sums, out),
+        _ => out.fill(0.0),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
+    const { assert!(NT <= TILE_TOKENS) };
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_0_BYTES..][..Q8_0_BYTES]);
+        let (mut s0, mut s1) = ([_mm256_setzero_si256(); NT], [_mm256_setzero_si256(); NT]);
+        for m in 0..4 {
+            let v = load32(&col[2 * ROWS + 32 * m..]);
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            for t in 0..NT {
+                let q = &by[t][2..];
+                s0[t] = _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(lo, broadcast4(q, 4 * m)));
+                s1[t] =
+                    _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(hi, broadcast4(q, 16 + 4 * m)));
+            }
+        }
+        let d_rows = _mm256_cvtph_ps(load16(col));
+        for t in 0..NT {
+            let s16 = _mm256_add_epi16(s0[t], s1[t]);
+            acc[t] = accumulate(s16, sums[t][b], d_rows, by[t], acc[t]);
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        for (j, v) in lanes(*a).into_iter().enumerate() {
+            out[j * NT + t] = v;
+        }
+    }
+}

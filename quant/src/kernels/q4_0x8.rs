@@ -1,0 +1,411 @@
+//! Q4_0 weights repacked eight rows at a time ("Q4_0×8"), for matrix × vector and matrix ×
+//! matrix products that read each activation block once for eight rows.
+//!
+//! A Q4_0 row is a run of 18-byte blocks: an f16 scale `d`, then 16 bytes whose low nibbles
+//! are the quants 0..16 and whose high nibbles are the quants 16..32 (`w = d · (u - 8)`,
+//! `u` the unsigned nibble). A packed *group* holds eight rows; for each block column `b` it
+//! stores [`GROUP_BLOCK_BYTES`] = 144 bytes:
+//!
+//! * bytes 0..16: the eight rows' f16 scales of block `b`, row 0 first;
+//! * bytes 16..144: `P[32·m + 4·j + t] = row j's quant byte 4·m + t`, for m, t in 0..4 and
+//!   row j in 0..8, i.e. each 32-byte quarter holds four consecutive quant bytes of each of
+//!   the eight rows.
+//!
+//! So one 32-byte load, masked, gives 4 low-nibble quants of every row in its own 32-bit lane
+//! (quants `4m..4m+4`) and, shifted, the 4 high-nibble quants (`16+4m..`); the activation
+//! bytes they pair with are the same for all eight lanes, a 4-byte broadcast. The unsigned
+//! nibbles multiply the signed Q8_0 activations directly (`maddubs`), and the `-8` offset is
+//! taken off once per block as `8 · Σ q` (the activation block's sum, [`block_sums`]), so no
+//! sign trick is needed and one scale conversion serves eight rows. This is the idea of
+//! current llama.cpp's repacked Q4_0 (its own layout and code differ).
+//!
+//! Every entry checks its lengths and writes zeros (or returns `false`) when one is wrong; the
+//! scalar kernels here are the reference the SIMD ones are tested against, and they compute
+//! exactly [`super::scalar::q4_0_q8_0`] of each unpacked row.
+
+use super::scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
+use super::{effective, hardware_level, simd_level, SimdLevel};
+
+/// Rows in one packed group.
+pub const ROWS: usize = 8;
+/// Bytes of one block column of a group: eight f16 scales and eight rows × 16 quant bytes.
+pub const GROUP_BLOCK_BYTES: usize = ROWS * Q4_0_BYTES;
+/// Most activation rows one [`gemm`] kernel call takes at once.
+pub const TILE_TOKENS: usize = 4;
+
+/// Elements per Q4_0 / Q8_0 block.
+const QK: usize = 32;
+
+/// Bytes of one packed group of eight rows of `n` weights (`None`: `n` is not whole blocks).
+pub fn group_bytes(n: usize) -> Option<usize> {
+    n.is_multiple_of(QK).then_some(n / QK * GROUP_BLOCK_BYTES)
+}
+
+/// Whether the packed kernels have a SIMD path at [`simd_level`] (where they do not, the
+/// per-row kernels are as fast and repacking would only cost time at load).
+pub fn worthwhile() -> bool {
+    simd_level() >= SimdLevel::Avx2
+}
+
+/// Packs eight Q4_0 rows of `n` weights (`rows`: the rows one after another, `8 · n / 32 ·
+/// 18` bytes) into one group (`out`: [`group_bytes`]`(n)` bytes). `false` (and `out` left
+/// untouched) when a length is wrong.
+pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
+    let Some(gb) = group_bytes(n) else {
+        return false;
+    };
+    let row_bytes = n / QK * Q4_0_BYTES;
+    if rows.len() != ROWS * row_bytes || out.len() != gb {
+        return false;
+    }
+    // row by row: each source row is read once, front to back
+    for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (blk, col) in row
+            .chunks_exact(Q4_0_BYTES)
+            .zip(out.chunks_exact_mut(GROUP_BLOCK_BYTES))
+        {
+            let blk: &[u8; Q4_0_BYTES] = blk.try_into().expect("one block");
+            let col: &mut [u8; GROUP_BLOCK_BYTES] = col.try_into().expect("one column");
+            col[2 * j] = blk[0];
+            col[2 * j + 1] = blk[1];
+            for m in 0..4 {
+                let at = 2 * ROWS + 32 * m + 4 * j;
+                col[at..at + 4].copy_from_slice(&blk[2 + 4 * m..6 + 4 * m]);
+            }
+        }
+    }
+    true
+}
+
+/// The inverse of [`pack`]: the eight Q4_0 rows of a group (`out`: `8 · n / 32 · 18` bytes).
+pub fn unpack(n: usize, group: &[u8], out: &mut [u8]) -> bool {
+    let Some(gb) = group_bytes(n) else {
+        return false;
+    };
+    let row_bytes = n / QK * Q4_0_BYTES;
+    if group.len() != gb || out.len() != ROWS * row_bytes {
+        return false;
+    }
+    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        for j in 0..ROWS {
+            let blk = &mut out[j * row_bytes + b * Q4_0_BYTES..][..Q4_0_BYTES];
+            blk[..2].copy_from_slice(&col[2 * j..2 * j + 2]);
+            for m in 0..4 {
+                blk[2 + 4 * m..][..4].copy_from_slice(&col[2 * ROWS + 32 * m + 4 * j..][..4]);
+            }
+        }
+    }
+    true
+}
+
+/// The sum of the 32 quants of each block of a Q8_0 activation row, into `out` (one per
+/// block; `out` cleared first, left empty when `act` is not whole blocks).
+pub fn block_sums(act: &[u8], out: &mut Vec<i32>) {
+    out.clear();
+    if !act.len().is_multiple_of(Q8_0_BYTES) {
+        return;
+    }
+    out.extend(
+        act.chunks_exact(Q8_0_BYTES)
+            .map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>()),
+    );
+}
+
+/// Checks a group and one activation row (with its block sums) for `n` weights.
+fn lengths_ok(n: usize, group: &[u8], act: &[u8], sums: &[i32]) -> bool {
+    group_bytes(n) == Some(group.len()) && act.len() == n / QK * Q8_0_BYTES && sums.len() == n / QK
+}
+
+/// `out[j]` = row `j` of the group · the Q8_0 activation row `act` (`sums`: its
+/// [`block_sums`]), at [`simd_level`]. Zeros where a length is wrong.
+pub fn gemv(n: usize, group: &[u8], act: &[u8], sums: &[i32], out: &mut [f32; ROWS]) {
+    gemv_with(simd_level(), n, group, act, sums, out)
+}
+
+/// [`gemv`] at the best level `<= level` this CPU runs.
+pub fn gemv_with(
+    level: SimdLevel,
+    n: usize,
+    group: &[u8],
+    act: &[u8],
+    sums: &[i32],
+    out: &mut [f32; ROWS],
+) {
+    if !lengths_ok(n, group, act, sums) {
+        *out = [0.0; ROWS];
+        return;
+    }
+    let level = effective(level, hardware_level());
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+        // F16C; the lengths were checked above.
+        *out = unsafe { super::avx2_q4_0x8::gemv(group, act, sums) };
+        return;
+    }
+    let _ = level;
+    *out = gemv_scalar(group, act, sums);
+}
+
+/// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`sums[t]`:
+/// its [`block_sums`]), for any number of activation rows, at [`simd_level`]. Zeros where a
+/// length is wrong.
+pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
+    gemm_with(simd_level(), n, group, acts, sums, out)
+}
+
+/// [`gemm`] at the best level `<= level` this CPU runs.
+pub fn gemm_with(
+    level: SimdLevel,
+    n: usize,
+    group: &[u8],
+    acts: &[&[u8]],
+    sums: &[&[i32]],
+    out: &mut [f32],
+) {
+    let ok = acts.len() == sums.len()
+        && out.len() == ROWS * acts.len()
+        && acts
+            .iter()
+            .zip(sums)
+            .all(|(a, s)| lengths_ok(n, group, a, s));
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let level = effective(level, hardware_level());
+    let nt = acts.len();
+    let mut tile = [0f32; ROWS * TILE_TOKENS];
+    for (c, (a, s)) in acts
+        .chunks(TILE_TOKENS)
+        .zip(sums.chunks(TILE_TOKENS))
+        .enumerate()
+    {
+        let k = a.len();
+        let tile = &mut tile[..ROWS * k];
+        gemm_tile(level, group, a, s, tile);
+        for j in 0..ROWS {
+            out[j * nt + c * TILE_TOKENS..][..k].copy_from_slice(&tile[j * k..(j + 1) * k]);
+        }
+    }
+}
+
+/// One tile of at most [`TILE_TOKENS`] activation rows (lengths checked).
+fn gemm_tile(level: SimdLevel, group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
+        // F16C; the caller checked every length and passes at most TILE_TOKENS rows.
+        unsafe { super::avx2_q4_0x8::gemm(group, acts, sums, out) };
+        return;
+    }
+    let _ = level;
+    for (t, (a, s)) in acts.iter().zip(sums).enumerate() {
+        let v = gemv_scalar(group, a, s);
+        for (j, x) in v.into_iter().enumerate() {
+            out[j * acts.len() + t] = x;
+        }
+    }
+}
+
+/// The scalar reference: for each row, the integer sum of each block, then `Σ sumi · d_x ·
+/// d_y` in block order, exactly as [`super::scalar::q4_0_q8_0`] computes it on the row.
+fn gemv_scalar(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
+    let mut sumf = [0f32; ROWS];
+    for ((col, by), &s) in group
+        .chunks_exact(GROUP_BLOCK_BYTES)
+        .zip(act.chunks_exact(Q8_0_BYTES))
+        .zip(sums)
+    {
+        let q = &by[2..];
+        let quants = &col[2 * ROWS..];
+        for (j, f) in sumf.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for m in 0..4 {
+                for t in 0..4 {
+                    let u = quants[32 * m + 4 * j + t];
+                    sumi += i32::from(u & 0x0f) * i32::from(q[4 * m + t] as i8)
+                        + i32::from(u >> 4) * i32::from(q[16 + 4 * m + t] as i8);
+                }
+            }
+            let sumi = sumi - 8 * s;
+            *f += sumi as f32 * f16_at(col, 2 * j) * f16_at(by, 0);
+        }
+    }
+    sumf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::Rng;
+    use super::*;
+    use crate::kernels::{available_levels, scalar};
+
+    /// Eight random Q4_0 rows of `n` (scales in [-1, 1), some subnormal) and a random Q8_0
+    /// activation row with quants in [-127, 127] (and -128 where `extreme`).
+    fn case(rng: &mut Rng, n: usize, extreme: bool) -> (Vec<u8>, Vec<u8>) {
+        let nb = n / QK;
+        let mut rows = vec![0u8; ROWS * nb * Q4_0_BYTES];
+        for blk in rows.chunks_exact_mut(Q4_0_BYTES) {
+            for b in blk.iter_mut() {
+                *b = rng.byte();
+            }
+            let d = if rng.byte().is_multiple_of(8) {
+                1e-6
+            } else {
+                rng.f()
+            };
+            blk[..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        }
+        let mut act = vec![0u8; nb * Q8_0_BYTES];
+        for blk in act.chunks_exact_mut(Q8_0_BYTES) {
+            for b in blk[2..].iter_mut() {
+                let v = if extreme { -128 } else { rng.int(-127, 127) };
+                *b = v as i8 as u8;
+            }
+            blk[..2].copy_from_slice(&half::f16::from_f32(rng.f() * 0.1).to_bits().to_le_bytes());
+        }
+        (rows, act)
+    }
+
+    #[test]
+    fn pack_then_unpack_is_the_identity() {
+        let mut rng = Rng(7);
+        for n in [32, 64, 4096] {
+            let (rows, _) = case(&mut rng, n, false);
+            let mut g = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack(n, &rows, &mut g));
+            let mut back = vec![0u8; rows.len()];
+            assert!(unpack(n, &g, &mut back));
+            assert_eq!(back, rows, "n = {n}");
+        }
+        // wrong lengths are refused, nothing written
+        let mut g = vec![0xAAu8; group_bytes(64).unwrap()];
+        assert!(!pack(64, &[0u8; 8 * 18], &mut g));
+        assert!(!pack(48, &[0u8; 8 * 18], &mut g));
+        assert!(g.iter().all(|&b| b == 0xAA));
+    }
+
+    /// The scalar packed kernel gives exactly the per-row scalar reference; every SIMD level
+    /// agrees with it to float rounding; gemm agrees with gemv for any token count.
+    #[test]
+    fn packed_kernels_match_the_row_reference_at_every_level() {
+        let mut rng = Rng(11);
+        for (n, extreme) in [
+            (32, false),
+            (256, false),
+            (4096, false),
+            (5632, false),
+            (256, true),
+        ] {
+            let (rows, act) = case(&mut rng, n, extreme);
+            let row_bytes = n / QK * Q4_0_BYTES;
+            let mut g = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack(n, &rows, &mut g));
+            let mut sums = Vec::new();
+            block_sums(&act, &mut sums);
+            assert_eq!(sums.len(), n / QK);
+            let want: Vec<f32> = rows
+                .chunks_exact(row_bytes)
+                .map(|r| scalar::q4_0_q8_0(r, &act))
+                .collect();
+            let scale: f32 = rows
+                .chunks_exact(row_bytes)
+                .map(|r| {
+                    let mut w = vec![0f32; n];
+                    crate::blocks::dequantize_row(crate::GgmlType::Q4_0, r, &mut w).unwrap();
+                    w.iter().map(|v| v.abs()).sum::<f32>()
+                })
+                .fold(0.0, f32::max)
+                * 12.8;
+            for level in available_levels() {
+                let mut got = [0f32; ROWS];
+                gemv_with(level, n, &g, &act, &sums, &mut got);
+                for (j, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                    if level == SimdLevel::Scalar {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{level:?} n {n} row {j}");
+                    } else {
+                        let tol = 1e-5 * scale.max(1.0);
+                        assert!((a - b).abs() <= tol, "{level:?} n {n} row {j}: {a} vs {b}");
+                    }
+                }
+                // gemm over 1..=9 copies of the activation row: every column equals gemv
+                for nt in [1, 3, 4, 9] {
+                    let acts: Vec<&[u8]> = vec![&act; nt];
+                    let ss: Vec<&[i32]> = vec![&sums; nt];
+                    let mut out = vec![f32::NAN; ROWS * nt];
+                    gemm_with(level, n, &g, &acts, &ss, &mut out);
+                    for j in 0..ROWS {
+                        for t in 0..nt {
+                            assert_eq!(
+                                out[j * nt + t].to_bits(),
+                                got[j].to_bits(),
+                                "{level:?} n {n} nt {nt} row {j} token {t}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_tokens_are_independent() {
+        let mut rng = Rng(5);
+        let n = 512;
+        let (rows, _) = case(&mut rng, n, false);
+        let mut g = vec![0u8; group_bytes(n).unwrap()];
+        assert!(pack(n, &rows, &mut g));
+        let acts: Vec<Vec<u8>> = (0..6).map(|_| case(&mut rng, n, false).1).collect();
+        let sums: Vec<Vec<i32>> = acts
+            .iter()
+            .map(|a| {
+                let mut s = Vec::new();
+                block_sums(a, &mut s);
+                s
+            })
+            .collect();
+        let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
+        let sr: Vec<&[i32]> = sums.iter().map(|s| &s[..]).collect();
+        for level in available_levels() {
+            let mut out = vec![0f32; ROWS * 6];
+            gemm_with(level, n, &g, &ar, &sr, &mut out);
+            for t in 0..6 {
+                let mut one = [0f32; ROWS];
+                gemv_with(level, n, &g, &acts[t], &sums[t], &mut one);
+                for j in 0..ROWS {
+                    assert_eq!(
+                        out[j * 6 + t].to_bits(),
+                        one[j].to_bits(),
+                        "{level:?} {t} {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_give_zeros() {
+        let n = 64;
+        let g = vec![1u8; group_bytes(n).unwrap()];
+        let act = vec![1u8; 2 * Q8_0_BYTES];
+        let mut out = [f32::NAN; ROWS];
+        gemv(n, &g, &act, &[0], &mut out);
+        assert_eq!(out, [0.0; ROWS]);
+        gemv(n, &g[1..], &act, &[0, 0], &mut out);
+        assert_eq!(out, [0.0; ROWS]);
+        gemv(n, &g, &act[1..], &[0, 0], &mut out);
+        assert_eq!(out, [0.0; ROWS]);
+        gemv(48, &g, &act, &[0, 0], &mut out);
+        assert_eq!(out, [0.0; ROWS]);
+        let mut o = vec![f32::NAN; ROWS * 2];
+        gemm(n, &g, &[&act, &act[1..]], &[&[0, 0], &[0, 0]], &mut o);
+        assert!(o.iter().all(|&v| v == 0.0));
+        let mut o = vec![f32::NAN; ROWS];
+        gemm(n, &g, &[&act, &act], &[&[0, 0], &[0, 0]], &mut o);
+        assert!(o.iter().all(|&v| v == 0.0));
+        let mut s = vec![9];
+        block_sums(&act[1..], &mut s);
+        assert!(s.is_empty());
+    }
+}

@@ -284,50 +284,48 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Repacking the Q4_0 matrices (eight-row groups plus a tail of rows: vocab 515 and kv
-    /// rows) changes the logits only by float rounding, for a prompt and for decode, and
-    /// leaves the other tensors in the map.
+    /// Repacking the Q4_0 or Q4_K matrices (eight-row groups plus a tail of rows: vocab 515)
+    /// changes the logits only by float rounding, for a prompt and for decode, and leaves
+    /// the other tensors in the map.
     #[test]
-    fn repacked_q4_0_gives_the_same_logits() {
-        let spec = TinySpec {
-            ty: GgmlType::Q4_0,
-            vocab: 515,
-            kv_heads: 2,
-            ..TinySpec::default()
-        };
-        let plain = model(&spec);
-        let mut packed = model(&spec);
-        let bytes = packed.repack();
-        assert!(bytes > 0);
-        assert_eq!(packed.repack(), 0, "a second repack does nothing");
-        let l0 = packed.layer(0);
-        assert!(l0.attn_q.packed.is_some() && l0.attn_k.packed.is_some());
-        assert!(packed.output().packed.is_some());
-        assert!(
-            l0.ffn_down.packed.is_none(),
-            "{:?} rows of 172 are F16",
-            l0.ffn_down.ty
-        );
-        assert!(packed.token_embd().packed.is_none());
-        assert!(plain.layer(0).attn_q.packed.is_none());
-        let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
-        let (mut a, mut b) = (
-            Engine::new(&plain, cfg(32, CacheType::F32)).unwrap(),
-            Engine::new(&packed, cfg(32, CacheType::F32)).unwrap(),
-        );
-        let (pa, pb) = (a.eval(&toks, true).unwrap(), b.eval(&toks, true).unwrap());
-        assert!(
-            max_abs_diff(&pa, &pb) < 1e-3,
-            "prompt {}",
-            max_abs_diff(&pa, &pb)
-        );
-        for t in [7u32, 8, 9] {
-            let (da, db) = (a.eval(&[t], false).unwrap(), b.eval(&[t], false).unwrap());
-            assert!(
-                max_abs_diff(&da, &db) < 1e-3,
-                "decode {}",
-                max_abs_diff(&da, &db)
+    fn repacked_weights_give_the_same_logits() {
+        let specs = [
+            // rows of 172 (ffn_down) are not Q4_0 blocks: written as F16, not repacked
+            (GgmlType::Q4_0, 64, 172, false),
+            (GgmlType::Q4K, 256, 512, true),
+        ];
+        for (ty, hidden, ffn, down_packed) in specs {
+            let spec = TinySpec {
+                ty,
+                hidden,
+                ffn,
+                vocab: 515,
+                kv_heads: 2,
+                ..TinySpec::default()
+            };
+            let plain = model(&spec);
+            let mut packed = model(&spec);
+            assert!(packed.repack() > 0, "{ty}");
+            assert_eq!(packed.repack(), 0, "a second repack does nothing");
+            let l0 = packed.layer(0);
+            assert!(l0.attn_q.packed.is_some() && l0.attn_k.packed.is_some());
+            assert!(packed.output().packed.is_some());
+            assert_eq!(l0.ffn_down.packed.is_some(), down_packed, "{ty} ffn_down");
+            assert!(packed.token_embd().packed.is_none());
+            assert!(plain.layer(0).attn_q.packed.is_none());
+            let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
+            let (mut a, mut b) = (
+                Engine::new(&plain, cfg(32, CacheType::F32)).unwrap(),
+                Engine::new(&packed, cfg(32, CacheType::F32)).unwrap(),
             );
+            let (pa, pb) = (a.eval(&toks, true).unwrap(), b.eval(&toks, true).unwrap());
+            let d = max_abs_diff(&pa, &pb);
+            assert!(d < 1e-3, "{ty} prompt {d}");
+            for t in [7u32, 8, 9] {
+                let (da, db) = (a.eval(&[t], false).unwrap(), b.eval(&[t], false).unwrap());
+                let d = max_abs_diff(&da, &db);
+                assert!(d < 1e-3, "{ty} decode {d}");
+            }
         }
     }
 

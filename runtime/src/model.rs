@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use xverse_quant::kernels::q4_0x8;
+use xverse_quant::kernels::packed;
 
 use xverse_quant::gguf::{Gguf, TensorInfo};
 use xverse_quant::GgmlType;
@@ -39,8 +39,9 @@ pub struct Weight<'a> {
     pub row_bytes: usize,
     /// All the tensor's bytes (`n_rows * row_bytes`).
     pub data: &'a [u8],
-    /// The first `n_rows / 8 * 8` rows of a Q4_0 weight repacked eight at a time for the CPU
-    /// kernels ([`xverse_quant::kernels::q4_0x8`]; see [`Model::repack`]), when they were.
+    /// The first `n_rows / 8 * 8` rows of a Q4_0 or Q4_K weight repacked eight at a time for
+    /// the CPU kernels ([`xverse_quant::kernels::packed`]; see [`Model::repack`]), when they
+    /// were.
     pub packed: Option<&'a [u8]>,
 }
 
@@ -108,14 +109,14 @@ pub struct Model {
     layers: Vec<LayerIdx>,
     bos: u32,
     eos: u32,
-    /// Repacked copies of Q4_0 matrices ([`Model::repack`]): one anonymous map, and each
+    /// Repacked copies of Q4_0 and Q4_K matrices ([`Model::repack`]): one anonymous map, and each
     /// tensor's byte range in it by tensor index.
     packed: Option<memmap2::MmapMut>,
     packed_at: HashMap<Idx, std::ops::Range<usize>>,
 }
 
-/// Whether [`Model::load`] repacks Q4_0 weights: yes where the packed kernels have a SIMD path
-/// ([`q4_0x8::worthwhile`]) unless the environment says `XVERSE_REPACK=0` (or `off`, `no`,
+/// Whether [`Model::load`] repacks Q4_0 and Q4_K weights: yes where the packed kernels have a
+/// SIMD path ([`packed::worthwhile`]) unless the environment says `XVERSE_REPACK=0` (or `off`, `no`,
 /// `false`).
 pub fn repack_by_default() -> bool {
     let off = std::env::var("XVERSE_REPACK").is_ok_and(|v| {
@@ -124,17 +125,18 @@ pub fn repack_by_default() -> bool {
             "0" | "off" | "no" | "false"
         )
     });
-    !off && q4_0x8::worthwhile()
+    !off && packed::worthwhile()
 }
 
 impl Model {
     /// Opens and checks the GGUF file at `path` (memory-mapped; the weights are not copied),
-    /// then repacks its Q4_0 matrices where [`repack_by_default`] says so.
+    /// then repacks its Q4_0 and Q4_K matrices where [`repack_by_default`] says so.
     pub fn load(path: &Path) -> Result<Model, RuntimeError> {
         Model::load_with(path, repack_by_default())
     }
 
-    /// [`Model::load`], repacking the Q4_0 matrices or not as `repack` says (`--no-repack`).
+    /// [`Model::load`], repacking the Q4_0 and Q4_K matrices or not as `repack` says
+    /// (`--no-repack`).
     pub fn load_with(path: &Path, repack: bool) -> Result<Model, RuntimeError> {
         let gguf = Gguf::open(path)?;
         let mut model = Model::from_gguf(Arc::new(gguf))?;
@@ -144,12 +146,13 @@ impl Model {
         Ok(model)
     }
 
-    /// Copies every Q4_0 matrix of the layers and the output (whole groups of eight rows; the
-    /// last `n_rows % 8` rows stay in the map) into the eight-row interleaved layout of
-    /// [`q4_0x8`], whose kernels read each activation block once for eight rows, and drops the
-    /// copied rows' pages from memory ([`Gguf::release_pages`]), one tensor at a time, so the
-    /// resident size stays about the file's. Returns the bytes repacked. The embedding table
-    /// is never repacked (it is read one row at a time).
+    /// Copies every Q4_0 and Q4_K matrix of the layers and the output (whole groups of eight
+    /// rows; the last `n_rows % 8` rows stay in the map) into the eight-row interleaved layouts
+    /// of [`packed`], whose kernels read each activation block once for eight rows, and drops
+    /// the copied rows' pages from memory ([`Gguf::release_pages`]), one tensor at a time, so
+    /// the resident size stays about the file's (Q4_K's packed layout is 2.8 % larger: its
+    /// scales are stored one byte each). Returns the bytes repacked (0 when called again). The
+    /// embedding table is never repacked (it is read one row at a time).
     pub fn repack(&mut self) -> usize {
         if self.packed.is_some() {
             return 0;
@@ -192,10 +195,12 @@ impl Model {
         order.sort_by_key(|(_, r)| r.start);
         for (i, r) in &order {
             let w = self.weight(*i);
-            if !repack_q4_0(&w, &mut buf[r.clone()]) {
+            if !repack_weight(&w, &mut buf[r.clone()]) {
                 return 0;
             }
-            self.gguf.release_pages(&w.data[..r.len()]);
+            let groups = w.n_rows / packed::ROWS;
+            self.gguf
+                .release_pages(&w.data[..groups * packed::ROWS * w.row_bytes]);
         }
         self.packed = Some(buf);
         self.packed_at = at;
@@ -361,30 +366,33 @@ impl Model {
     }
 }
 
-/// Bytes of the whole groups of eight rows of a Q4_0 weight in [`q4_0x8`]'s layout (`None`:
-/// not Q4_0, fewer than eight rows, rows not whole blocks, or the bytes not the shape's).
+/// Bytes of the whole groups of eight rows of a Q4_0 or Q4_K weight in its [`packed`] layout
+/// (`None`: another type, fewer than eight rows, rows not whole blocks, or fewer bytes than
+/// the shape's).
 fn packed_len(w: &Weight<'_>) -> Option<usize> {
-    if w.ty != GgmlType::Q4_0 || w.n_rows < q4_0x8::ROWS {
+    let format = packed::format(w.ty)?;
+    if w.n_rows < packed::ROWS {
         return None;
     }
-    let gb = q4_0x8::group_bytes(w.row_len)?;
-    let groups = w.n_rows / q4_0x8::ROWS;
-    (gb == q4_0x8::ROWS * w.row_bytes && w.data.len() >= groups * gb).then_some(groups * gb)
+    let gb = (format.group_bytes)(w.row_len)?;
+    let groups = w.n_rows / packed::ROWS;
+    (w.data.len() >= groups * packed::ROWS * w.row_bytes).then_some(groups * gb)
 }
 
 /// Packs the whole groups of eight rows of `w` into `out` ([`packed_len`] bytes), groups in
 /// parallel on the current rayon pool; `false` when a length is wrong.
-fn repack_q4_0(w: &Weight<'_>, out: &mut [u8]) -> bool {
-    let Some(n) = packed_len(w) else {
+fn repack_weight(w: &Weight<'_>, out: &mut [u8]) -> bool {
+    let (Some(n), Some(format)) = (packed_len(w), packed::format(w.ty)) else {
         return false;
     };
     if out.len() != n {
         return false;
     }
-    let gb = n / (w.n_rows / q4_0x8::ROWS);
-    out.par_chunks_mut(gb)
-        .zip(w.data.par_chunks(gb))
-        .all(|(g, rows)| q4_0x8::pack(w.row_len, rows, g))
+    let groups = w.n_rows / packed::ROWS;
+    let src = packed::ROWS * w.row_bytes;
+    out.par_chunks_mut(n / groups)
+        .zip(w.data[..groups * src].par_chunks(src))
+        .all(|(g, rows)| (format.pack)(w.row_len, rows, g))
 }
 
 /// Checks a tensor's shape (`expected`, ggml order; trailing dimensions of 1 are ignored, as

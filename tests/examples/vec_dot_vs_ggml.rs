@@ -79,6 +79,9 @@ fn main() {
             if ty == GgmlType::Q4_0 {
                 compare_packed(cols, &w, &act, gdot);
             }
+            if ty == GgmlType::Q4K {
+                compare_packed_k(cols, &w, &act, gdot);
+            }
         }
     }
 }
@@ -119,6 +122,31 @@ fn compare_packed(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
         }
     };
     compare_with("q4_0x8", GgmlType::Q4_0, cols, w, act, gdot, ours);
+}
+
+/// Q4_K rows repacked eight at a time ([`kernels::q4_kx8`]), as [`compare_packed`] for Q4_0.
+fn compare_packed_k(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
+    use kernels::q4_kx8;
+    let row_bytes = GgmlType::Q4K.bytes_for(cols as u64).unwrap() as usize;
+    let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
+    let gb = q4_kx8::group_bytes(cols).unwrap();
+    let mut packed = vec![0u8; w.len() / (8 * row_bytes) * gb];
+    for (g, rows) in packed
+        .chunks_exact_mut(gb)
+        .zip(w.chunks_exact(8 * row_bytes))
+    {
+        assert!(q4_kx8::pack(cols, rows, g));
+    }
+    let mut pairs = Vec::new();
+    q4_kx8::min_pairs(act, &mut pairs);
+    let ours = |out: &mut [f32]| {
+        let mut o8 = [0f32; 8];
+        for (o, g) in out.chunks_exact_mut(8).zip(packed.chunks_exact(gb)) {
+            q4_kx8::gemv(cols, black_box(g), act, &pairs, &mut o8);
+            o.copy_from_slice(&o8);
+        }
+    };
+    compare_with("q4_Kx8", GgmlType::Q4K, cols, w, act, gdot, ours);
 }
 
 /// ggml's `vec_dot` function type.
@@ -233,6 +261,10 @@ fn from_file(path: &str, names: &[String]) {
         if t.ty == GgmlType::Q4_0 && t.n_rows() >= 8 {
             print!("{:<28} ", t.name);
             compare_packed(cols, file.view(t).data, &act, gdot);
+        }
+        if t.ty == GgmlType::Q4K && t.n_rows() >= 8 {
+            print!("{:<28} ", t.name);
+            compare_packed_k(cols, file.view(t).data, &act, gdot);
         }
     }
 }

@@ -25,6 +25,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_q4_0x8;
 #[cfg(target_arch = "x86_64")]
+pub mod avx2_q4_kx8;
+#[cfg(target_arch = "x86_64")]
 pub mod avx2_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_tile_k;
@@ -34,7 +36,9 @@ pub mod avx512;
 pub mod avx512_bf16;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+pub mod packed;
 pub mod q4_0x8;
+pub mod q4_kx8;
 pub mod scalar;
 
 /// A SIMD instruction-set level, ordered from least to most capable. A CPU has only the

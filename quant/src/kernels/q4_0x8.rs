@@ -41,12 +41,6 @@ pub fn group_bytes(n: usize) -> Option<usize> {
     n.is_multiple_of(QK).then_some(n / QK * GROUP_BLOCK_BYTES)
 }
 
-/// Whether the packed kernels have a SIMD path at [`simd_level`] (where they do not, the
-/// per-row kernels are as fast and repacking would only cost time at load).
-pub fn worthwhile() -> bool {
-    simd_level() >= SimdLevel::Avx2
-}
-
 /// Packs eight Q4_0 rows of `n` weights (`rows`: the rows one after another, `8 · n / 32 ·
 /// 18` bytes) into one group (`out`: [`group_bytes`]`(n)` bytes). `false` (and `out` left
 /// untouched) when a length is wrong.

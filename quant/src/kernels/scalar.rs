@@ -314,7 +314,7 @@ pub fn q3_k_q8_k(x: &[u8], y: &[u8]) -> f32 {
 
 /// The 8 sub-block `(scales, mins)` of a Q4_K/Q5_K block.
 #[inline(always)]
-fn k4_scales(bx: &[u8]) -> ([i32; 8], [i32; 8]) {
+pub(crate) fn k4_scales(bx: &[u8]) -> ([i32; 8], [i32; 8]) {
     let mut packed = [0u8; K_SCALE_SIZE];
     packed.copy_from_slice(&bx[4..4 + K_SCALE_SIZE]);
     let mut sc = [0i32; 8];

@@ -26,7 +26,7 @@
 use rayon::prelude::*;
 use xverse_quant::blocks;
 use xverse_quant::kernels as fast;
-use xverse_quant::kernels::q4_0x8;
+use xverse_quant::kernels::packed;
 use xverse_quant::GgmlType;
 
 use super::ops::dot;
@@ -160,8 +160,8 @@ pub fn matmul(
         Some(k) => {
             let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
             check_act(w, &act, k.act_row_bytes * n_tokens)?;
-            if let Some(packed) = w.packed {
-                return products_q4_0x8(w, packed, k, &act, n_tokens, y);
+            if let (Some(bytes), Some(format)) = (w.packed, packed::format(w.ty)) {
+                return products_packed(w, bytes, format, k, &act, n_tokens, y);
             }
             products(
                 w,
@@ -282,28 +282,29 @@ fn products<T: Sync>(
     transpose_into(&yt, n_out, n_tokens, y);
 }
 
-/// `y = W x` for a Q4_0 weight whose first `n_rows / 8 * 8` rows are `packed` in
-/// [`q4_0x8`]'s layout (the Q8_0 activations `act` already quantized, one row per token): the
-/// groups of eight rows split over the threads like [`products`]' rows, each group multiplied
-/// with one token ([`q4_0x8::gemv`], decode) or tiles of tokens ([`q4_0x8::gemm`], prompts);
-/// the last `n_rows % 8` rows by the row kernels of `k`.
-fn products_q4_0x8(
+/// `y = W x` for a weight whose first `n_rows / 8 * 8` rows are `bytes` in the eight-row
+/// packed layout `format` ([`packed`]: Q4_0, Q4_K), the activations `act` already quantized
+/// (one row per token): the groups of eight rows split over the threads like [`products`]'
+/// rows, each group multiplied with one token (`gemv`, decode) or tiles of tokens (`gemm`,
+/// prompts); the last `n_rows % 8` rows by the row kernels of `k`.
+fn products_packed(
     w: &Weight<'_>,
-    packed: &[u8],
+    bytes: &[u8],
+    format: packed::Format,
     k: Kernel,
     act: &[u8],
     n_tokens: usize,
     y: &mut [f32],
 ) -> Result<(), RuntimeError> {
-    const G: usize = q4_0x8::ROWS;
+    const G: usize = packed::ROWS;
     let (n_in, n_out) = (w.row_len, w.n_rows);
-    let gb = q4_0x8::group_bytes(n_in).unwrap_or(0);
+    let gb = (format.group_bytes)(n_in).unwrap_or(0);
     let groups = n_out / G;
-    if gb == 0 || packed.len() != groups * gb {
+    if gb == 0 || bytes.len() != groups * gb {
         return Err(RuntimeError::new(format!(
             "matmul {}: {} packed bytes for {groups} groups of 8 rows of {n_in}",
             w.name,
-            packed.len()
+            bytes.len()
         )));
     }
     let stride = k.act_row_bytes;
@@ -311,11 +312,11 @@ fn products_q4_0x8(
     let sums: Vec<Vec<i32>> = (0..n_tokens)
         .map(|t| {
             let mut s = Vec::new();
-            q4_0x8::block_sums(token(t), &mut s);
+            (format.prep)(token(t), &mut s);
             s
         })
         .collect();
-    let group = |g: usize| &packed[g * gb..(g + 1) * gb];
+    let group = |g: usize| &bytes[g * gb..(g + 1) * gb];
     // whole groups per task, as `products` splits rows
     let per = (rows_per_task(n_out, n_in, n_tokens) / G).max(1);
     let tail = groups * G..n_out;
@@ -333,9 +334,9 @@ fn products_q4_0x8(
                     let g = first + j;
                     let from = g * gb + ahead;
                     if ahead > 0 && from < end {
-                        prefetch(&packed[from..(from + gb).min(end)]);
+                        prefetch(&bytes[from..(from + gb).min(end)]);
                     }
-                    q4_0x8::gemv(n_in, group(g), act, &sums[0], &mut o8);
+                    (format.gemv)(n_in, group(g), act, &sums[0], &mut o8);
                     o.copy_from_slice(&o8);
                 }
             });
@@ -352,21 +353,21 @@ fn products_q4_0x8(
         .enumerate()
         .for_each(|(c, out)| {
             let g0 = c * per;
-            let mut buf = [0f32; G * q4_0x8::TILE_TOKENS];
+            let mut buf = [0f32; G * packed::TILE_TOKENS];
             for t0 in (0..n_tokens).step_by(span) {
                 let t1 = (t0 + span).min(n_tokens);
                 for (j, out_g) in out.chunks_exact_mut(G * n_tokens).enumerate() {
-                    for ts in (t0..t1).step_by(q4_0x8::TILE_TOKENS) {
-                        let te = (ts + q4_0x8::TILE_TOKENS).min(t1);
+                    for ts in (t0..t1).step_by(packed::TILE_TOKENS) {
+                        let te = (ts + packed::TILE_TOKENS).min(t1);
                         let nc = te - ts;
-                        let mut acts: [&[u8]; q4_0x8::TILE_TOKENS] = [&[]; q4_0x8::TILE_TOKENS];
-                        let mut ss: [&[i32]; q4_0x8::TILE_TOKENS] = [&[]; q4_0x8::TILE_TOKENS];
+                        let mut acts: [&[u8]; packed::TILE_TOKENS] = [&[]; packed::TILE_TOKENS];
+                        let mut ss: [&[i32]; packed::TILE_TOKENS] = [&[]; packed::TILE_TOKENS];
                         for t in 0..nc {
                             acts[t] = token(ts + t);
                             ss[t] = &sums[ts + t];
                         }
                         let o = &mut buf[..G * nc];
-                        q4_0x8::gemm(n_in, group(g0 + j), &acts[..nc], &ss[..nc], o);
+                        (format.gemm)(n_in, group(g0 + j), &acts[..nc], &ss[..nc], o);
                         for (r, vals) in o.chunks_exact(nc).enumerate() {
                             out_g[r * n_tokens + ts..r * n_tokens + te].copy_from_slice(vals);
                         }
@@ -597,72 +598,77 @@ mod tests {
         }
     }
 
-    /// A Q4_0 weight with its whole groups of eight rows repacked gives the row kernels'
-    /// numbers (to float rounding: the packed kernels use fused multiply-adds) for decode and
-    /// prompts, with a tail of rows outside the groups, on one and three threads.
+    /// A Q4_0 or Q4_K weight with its whole groups of eight rows repacked gives the row
+    /// kernels' numbers (to float rounding: the packed kernels use fused multiply-adds) for
+    /// decode and prompts, with a tail of rows outside the groups, on one and three threads.
     #[test]
-    fn packed_q4_0_matches_the_row_kernels() {
-        let (n_in, n_out) = (256, 8 * 5 + 3);
+    fn packed_weights_match_the_row_kernels() {
+        let (n_in, n_out) = (512, 8 * 5 + 3);
         let wf: Vec<f32> = (0..n_in * n_out)
             .map(|i| ((i as f32) * 0.37).sin() * 0.05)
             .collect();
-        let ty = GgmlType::Q4_0;
-        let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
-        blocks::quantize_row(ty, &wf, &mut bytes).unwrap();
-        let plain = weight("w", ty, n_in, n_out, &bytes);
-        let rb = plain.row_bytes;
-        let gb = q4_0x8::group_bytes(n_in).unwrap();
-        let mut packed = vec![0u8; n_out / 8 * gb];
-        for (g, rows) in packed.chunks_exact_mut(gb).zip(bytes.chunks_exact(8 * rb)) {
-            assert!(q4_0x8::pack(n_in, rows, g));
-        }
-        let packed_w = Weight {
-            packed: Some(&packed),
-            ..plain
-        };
-        for n_tok in [1, 2, 9] {
-            let x: Vec<f32> = (0..n_tok * n_in)
-                .map(|i| ((i as f32) * 0.11).cos())
-                .collect();
-            for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let (mut want, mut got) = (vec![0f32; n_tok * n_out], vec![0f32; n_tok * n_out]);
-                pool.install(|| {
-                    matmul(&plain, &x, n_tok, &mut want).unwrap();
-                    matmul(&packed_w, &x, n_tok, &mut got).unwrap();
-                });
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{n_tok} tokens {threads} threads, output {i}: {a} vs {b}"
-                    );
-                }
-                if q4_0x8::worthwhile() {
-                    // the packed path ran (not the row kernels on the map): a corrupted packed
-                    // copy changes the result
-                    let mut bad = packed.clone();
-                    bad[16] ^= 0xff; // row 0, quants 0 and 16
+        // a byte of row 0's quants in each layout
+        for (ty, row0_quant) in [(GgmlType::Q4_0, 16), (GgmlType::Q4K, 160)] {
+            let format = packed::format(ty).unwrap();
+            let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
+            blocks::quantize_row(ty, &wf, &mut bytes).unwrap();
+            let plain = weight("w", ty, n_in, n_out, &bytes);
+            let rb = plain.row_bytes;
+            let gb = (format.group_bytes)(n_in).unwrap();
+            let mut packed_bytes = vec![0u8; n_out / 8 * gb];
+            for (g, rows) in packed_bytes
+                .chunks_exact_mut(gb)
+                .zip(bytes.chunks_exact(8 * rb))
+            {
+                assert!((format.pack)(n_in, rows, g));
+            }
+            let packed_w = Weight {
+                packed: Some(&packed_bytes),
+                ..plain
+            };
+            for n_tok in [1, 2, 9] {
+                let x: Vec<f32> = (0..n_tok * n_in)
+                    .map(|i| ((i as f32) * 0.11).cos())
+                    .collect();
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let (mut want, mut got) =
+                        (vec![0f32; n_tok * n_out], vec![0f32; n_tok * n_out]);
+                    pool.install(|| {
+                        matmul(&plain, &x, n_tok, &mut want).unwrap();
+                        matmul(&packed_w, &x, n_tok, &mut got).unwrap();
+                    });
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{ty} {n_tok} tokens {threads} threads, output {i}: {a} vs {b}"
+                        );
+                    }
+                    // the packed path ran (not the row kernels on the map): a corrupted
+                    // packed copy changes row 0's result
+                    let mut bad = packed_bytes.clone();
+                    bad[row0_quant] ^= 0xff;
                     let bad_w = Weight {
                         packed: Some(&bad),
                         ..plain
                     };
                     let mut y = vec![0f32; n_tok * n_out];
                     pool.install(|| matmul(&bad_w, &x, n_tok, &mut y).unwrap());
-                    assert_ne!(y[0], want[0], "packed path not taken");
+                    assert_ne!(y[0], want[0], "{ty}: packed path not taken");
                 }
             }
+            // a packed copy of the wrong size is an error naming the tensor
+            let short = Weight {
+                packed: Some(&packed_bytes[1..]),
+                ..plain
+            };
+            let mut y = vec![0f32; n_out];
+            let e = matmul(&short, &vec![0.5; n_in], 1, &mut y).unwrap_err();
+            assert!(e.to_string().contains("matmul w"), "{e}");
         }
-        // a packed copy of the wrong size is an error naming the tensor
-        let short = Weight {
-            packed: Some(&packed[1..]),
-            ..plain
-        };
-        let mut y = vec![0f32; n_out];
-        let e = matmul(&short, &vec![0.5; n_in], 1, &mut y).unwrap_err();
-        assert!(e.to_string().contains("matmul w"), "{e}");
     }
 
     #[test]

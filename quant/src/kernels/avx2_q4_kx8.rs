@@ -1,0 +1,181 @@
+//! AVX2 kernels for Q4_K weights packed eight rows at a time ([`super::q4_kx8`] has the layout
+//! and the scalar reference).
+//!
+//! Per super-block column and sub-block: eight 32-byte loads give the sub-block's 32 quants of
+//! each row (4 per load, row `j` in 32-bit lane `j`; low nibbles for even sub-blocks, high for
+//! odd); each is multiplied (`maddubs`) with a 4-byte broadcast of the activation quants and
+//! the eight products are summed in 16-bit lanes (at most 16 · 15 · 128 = 30,720 in
+//! magnitude). One `madd` with the eight rows' scales (each repeated in both 16-bit halves of
+//! its lane by a byte shuffle) widens and scales them; the mins term is four `madd`s of the
+//! rows' mins with the activation's sub-block sums. Two fused multiply-adds per super-block
+//! apply `d · d_y` and `dmin · d_y` for the eight rows at once.
+
+use super::avx2::{load16, load32};
+use super::q4_kx8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
+use super::scalar::Q8_K_BYTES;
+use std::arch::x86_64::*;
+
+/// The four activation bytes at `q[off..off + 4]` in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn broadcast4(q: &[u8], off: usize) -> __m256i {
+    let b: [u8; 4] = q[off..off + 4].try_into().expect("4 bytes");
+    _mm256_set1_epi32(i32::from_le_bytes(b))
+}
+
+/// The f32 at `b[0..4]`.
+#[inline(always)]
+fn f32_le(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Sub-block `s`'s eight scales (bytes `32 + 8s ..`), row `j`'s in both 16-bit halves of lane `j`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scales(col: &[u8], s: usize) -> __m256i {
+    let b: [u8; 8] = col[32 + 8 * s..40 + 8 * s].try_into().expect("8 bytes");
+    let v = _mm256_set1_epi64x(i64::from_le_bytes(b));
+    // lane j (bytes 4j..4j+4 of the whole vector; j - 4 within the high half) = [j, 0, j, 0]
+    let z = -128i8; // shuffle index with the top bit set: a zero byte
+    let idx = _mm256_setr_epi8(
+        0, z, 0, z, 1, z, 1, z, 2, z, 2, z, 3, z, 3, z, //
+        4, z, 4, z, 5, z, 5, z, 6, z, 6, z, 7, z, 7, z,
+    );
+    _mm256_shuffle_epi8(v, idx)
+}
+
+/// The integer sums of one column for the eight rows: `(Σ_s sc_s · Σ q·u, Σ_s m_s · bsum_s)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn column(col: &[u8], q: &[u8], pairs: &[i32]) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut isum = _mm256_setzero_si256();
+    for c in 0..4 {
+        let (mut slo, mut shi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for m in 0..8 {
+            let v = load32(&col[160 + 256 * c + 32 * m..]);
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, broadcast4(q, 64 * c + 4 * m)));
+            shi = _mm256_add_epi16(
+                shi,
+                _mm256_maddubs_epi16(hi, broadcast4(q, 64 * c + 32 + 4 * m)),
+            );
+        }
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(slo, scales(col, 2 * c)));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(shi, scales(col, 2 * c + 1)));
+    }
+    (isum, mins(col, pairs))
+}
+
+/// `Σ_s m_s · bsum_s` for the eight rows of one column.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mins(col: &[u8], pairs: &[i32]) -> __m256i {
+    let mut msum = _mm256_setzero_si256();
+    for (p, &w) in pairs.iter().enumerate().take(4) {
+        let m = _mm256_cvtepu8_epi16(load16(&col[96 + 16 * p..]));
+        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(m, _mm256_set1_epi32(w)));
+    }
+    msum
+}
+
+/// `acc + d·d_y·isum − dmin·d_y·msum` for the eight rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn accumulate(col: &[u8], dy: f32, isum: __m256i, msum: __m256i, acc: __m256) -> __m256 {
+    let dy = _mm256_set1_ps(dy);
+    let d = _mm256_mul_ps(_mm256_cvtph_ps(load16(col)), dy);
+    let dmin = _mm256_mul_ps(_mm256_cvtph_ps(load16(&col[16..])), dy);
+    let acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+    _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(msum), acc)
+}
+
+/// The eight lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx")]
+fn lanes(v: __m256) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
+    // SAFETY: `out` holds 8 f32; unaligned store.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// The eight rows of `group` · one Q8_K activation row `act` with sub-block sum pairs `pairs`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
+/// slice would panic, never read out of bounds.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemv(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
+    let mut acc = _mm256_setzero_ps();
+    for ((col, by), pw) in group
+        .chunks_exact(GROUP_BLOCK_BYTES)
+        .zip(act.chunks_exact(Q8_K_BYTES))
+        .zip(pairs.chunks_exact(4))
+    {
+        let (isum, msum) = column(col, &by[4..], pw);
+        acc = accumulate(col, f32_le(by), isum, msum, acc);
+    }
+    lanes(acc)
+}
+
+/// `out[j · acts.len() + t]` = row `j` of `group` · `acts[t]` for up to [`TILE_TOKENS`]
+/// activation rows (each weight vector loaded and unpacked once for all of them).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `acts.len() <= TILE_TOKENS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
+    match acts.len() {
+        1 => gemm_n::<1>(group, acts, pairs, out),
+        2 => gemm_n::<2>(group, acts, pairs, out),
+        3 => gemm_n::<3>(group, acts, pairs, out),
+        4 => gemm_n::<4>(group, acts, pairs, out),
+        _ => out.fill(0.0),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
+    const { assert!(NT <= TILE_TOKENS) };
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_K_BYTES..][..Q8_K_BYTES]);
+        let mut isum = [_mm256_setzero_si256(); NT];
+        for c in 0..4 {
+            let (mut slo, mut shi) = ([_mm256_setzero_si256(); NT], [_mm256_setzero_si256(); NT]);
+            for m in 0..8 {
+                let v = load32(&col[160 + 256 * c + 32 * m..]);
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                for t in 0..NT {
+                    let q = &by[t][4..];
+                    slo[t] = _mm256_add_epi16(
+                        slo[t],
+                        _mm256_maddubs_epi16(lo, broadcast4(q, 64 * c + 4 * m)),
+                    );
+                    shi[t] = _mm256_add_epi16(
+                        shi[t],
+                        _mm256_maddubs_epi16(hi, broadcast4(q, 64 * c + 32 + 4 * m)),
+                    );
+                }
+            }
+            let (s0, s1) = (scales(col, 2 * c), scales(col, 2 * c + 1));
+            for t in 0..NT {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(slo[t], s0));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(shi[t], s1));
+            }
+        }
+        for t in 0..NT {
+            let msum = mins(col, &pairs[t][4 * b..4 * b + 4]);
+            acc[t] = accumulate(col, f32_le(by[t]), isum[t], msum, acc[t]);
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        for (j, v) in lanes(*a).into_iter().enumerate() {
+            out[j * NT + t] = v;
+        }
+    }
+}

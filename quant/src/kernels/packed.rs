@@ -1,0 +1,82 @@
+//! The weight types that have an eight-row packed layout ([`super::q4_0x8`], [`super::q4_kx8`]),
+//! behind one table of functions so the runtime's repacking and matrix products need not know
+//! which one they hold.
+
+use super::{q4_0x8, q4_kx8, simd_level, SimdLevel};
+use crate::types::GgmlType;
+
+/// Rows in one packed group (both layouts).
+pub const ROWS: usize = 8;
+/// Most activation rows one `gemm` kernel call takes at once (both layouts).
+pub const TILE_TOKENS: usize = 4;
+
+/// Per-activation-row words a packed kernel needs besides the quantized row
+/// ([`q4_0x8::block_sums`], [`q4_kx8::min_pairs`]).
+pub type PrepFn = fn(&[u8], &mut Vec<i32>);
+/// `gemv(n, group, act, prep, out)`.
+pub type GemvFn = fn(usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);
+/// `gemm(n, group, acts, preps, out)`.
+pub type GemmFn = fn(usize, &[u8], &[&[u8]], &[&[i32]], &mut [f32]);
+
+/// One packed layout: its sizes, its packer and its kernels (at [`simd_level`]).
+#[derive(Clone, Copy)]
+pub struct Format {
+    /// Bytes of one group of eight rows of `n` weights (`None`: `n` not whole blocks).
+    pub group_bytes: fn(usize) -> Option<usize>,
+    /// Packs eight rows (`false`: a length is wrong).
+    pub pack: fn(usize, &[u8], &mut [u8]) -> bool,
+    pub prep: PrepFn,
+    pub gemv: GemvFn,
+    pub gemm: GemmFn,
+}
+
+impl std::fmt::Debug for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("packed::Format")
+    }
+}
+
+/// The packed layout of weight type `ty`, if it has one (Q4_0 and Q4_K).
+pub fn format(ty: GgmlType) -> Option<Format> {
+    match ty {
+        GgmlType::Q4_0 => Some(Format {
+            group_bytes: q4_0x8::group_bytes,
+            pack: q4_0x8::pack,
+            prep: q4_0x8::block_sums,
+            gemv: q4_0x8::gemv,
+            gemm: q4_0x8::gemm,
+        }),
+        GgmlType::Q4K => Some(Format {
+            group_bytes: q4_kx8::group_bytes,
+            pack: q4_kx8::pack,
+            prep: q4_kx8::min_pairs,
+            gemv: q4_kx8::gemv,
+            gemm: q4_kx8::gemm,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the packed kernels have a SIMD path at [`simd_level`] (where they do not, the
+/// per-row kernels are as fast and repacking would only cost time at load).
+pub fn worthwhile() -> bool {
+    simd_level() >= SimdLevel::Avx2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_matches_the_modules() {
+        assert_eq!(ROWS, q4_0x8::ROWS);
+        assert_eq!(ROWS, q4_kx8::ROWS);
+        assert_eq!(TILE_TOKENS, q4_0x8::TILE_TOKENS);
+        assert_eq!(TILE_TOKENS, q4_kx8::TILE_TOKENS);
+        let f = format(GgmlType::Q4_0).unwrap();
+        assert_eq!((f.group_bytes)(64), Some(2 * 144));
+        let f = format(GgmlType::Q4K).unwrap();
+        assert_eq!((f.group_bytes)(512), Some(2 * 1184));
+        assert!(format(GgmlType::Q8_0).is_none() && format(GgmlType::Q6K).is_none());
+    }
+}

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 /// The four activation bytes at `q[off..off + 4]` in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn broadcast4(q: &[u8], off: usize) -> __m256i {
+pub(super) fn broadcast4(q: &[u8], off: usize) -> __m256i {
     let b: [u8; 4] = q[off..off + 4].try_into().expect("4 bytes");
     _mm256_set1_epi32(i32::from_le_bytes(b))
 }
@@ -52,7 +52,7 @@ fn accumulate(s16: __m256i, sum: i32, d_rows: __m256, by: &[u8], acc: __m256) ->
 /// The eight lanes of `v`.
 #[inline]
 #[target_feature(enable = "avx")]
-fn lanes(v: __m256) -> [f32; ROWS] {
+pub(super) fn lanes(v: __m256) -> [f32; ROWS] {
     let mut out = [0f32; ROWS];
     // SAFETY: `out` holds 8 f32; unaligned store.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };

@@ -11,17 +11,10 @@
 //! apply `d · d_y` and `dmin · d_y` for the eight rows at once.
 
 use super::avx2::{load16, load32};
+use super::avx2_q4_0x8::{broadcast4, lanes};
 use super::q4_kx8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
 use super::scalar::Q8_K_BYTES;
 use std::arch::x86_64::*;
-
-/// The four activation bytes at `q[off..off + 4]` in every 32-bit lane.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn broadcast4(q: &[u8], off: usize) -> __m256i {
-    let b: [u8; 4] = q[off..off + 4].try_into().expect("4 bytes");
-    _mm256_set1_epi32(i32::from_le_bytes(b))
-}
 
 /// The f32 at `b[0..4]`.
 #[inline(always)]
@@ -89,16 +82,6 @@ fn accumulate(col: &[u8], dy: f32, isum: __m256i, msum: __m256i, acc: __m256) ->
     let dmin = _mm256_mul_ps(_mm256_cvtph_ps(load16(&col[16..])), dy);
     let acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
     _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(msum), acc)
-}
-
-/// The eight lanes of `v`.
-#[inline]
-#[target_feature(enable = "avx")]
-fn lanes(v: __m256) -> [f32; ROWS] {
-    let mut out = [0f32; ROWS];
-    // SAFETY: `out` holds 8 f32; unaligned store.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-    out
 }
 
 /// The eight rows of `group` · one Q8_K activation row `act` with sub-block sum pairs `pairs`.

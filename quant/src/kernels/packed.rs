@@ -57,6 +57,40 @@ pub fn format(ty: GgmlType) -> Option<Format> {
     }
 }
 
+/// The body both layouts' `gemm_with` share: checks that `acts`, `preps` and `out` agree and
+/// that every activation row passes `row_ok`, then runs `tile` on chunks of at most
+/// [`TILE_TOKENS`] rows (its output `[j · k + t]` for `k` rows) and places the results at
+/// `out[j · acts.len() + t]`. `out` is zeroed where a check fails.
+pub(super) fn gemm_tiles(
+    acts: &[&[u8]],
+    preps: &[&[i32]],
+    out: &mut [f32],
+    row_ok: impl Fn(&[u8], &[i32]) -> bool,
+    mut tile: impl FnMut(&[&[u8]], &[&[i32]], &mut [f32]),
+) {
+    let ok = acts.len() == preps.len()
+        && out.len() == ROWS * acts.len()
+        && acts.iter().zip(preps).all(|(a, p)| row_ok(a, p));
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let nt = acts.len();
+    let mut buf = [0f32; ROWS * TILE_TOKENS];
+    for (c, (a, p)) in acts
+        .chunks(TILE_TOKENS)
+        .zip(preps.chunks(TILE_TOKENS))
+        .enumerate()
+    {
+        let k = a.len();
+        let buf = &mut buf[..ROWS * k];
+        tile(a, p, buf);
+        for j in 0..ROWS {
+            out[j * nt + c * TILE_TOKENS..][..k].copy_from_slice(&buf[j * k..(j + 1) * k]);
+        }
+    }
+}
+
 /// Whether the packed kernels have a SIMD path at [`simd_level`] (where they do not, the
 /// per-row kernels are as fast and repacking would only cost time at load).
 pub fn worthwhile() -> bool {

@@ -157,31 +157,14 @@ pub fn gemm_with(
     sums: &[&[i32]],
     out: &mut [f32],
 ) {
-    let ok = acts.len() == sums.len()
-        && out.len() == ROWS * acts.len()
-        && acts
-            .iter()
-            .zip(sums)
-            .all(|(a, s)| lengths_ok(n, group, a, s));
-    if !ok {
-        out.fill(0.0);
-        return;
-    }
     let level = effective(level, hardware_level());
-    let nt = acts.len();
-    let mut tile = [0f32; ROWS * TILE_TOKENS];
-    for (c, (a, s)) in acts
-        .chunks(TILE_TOKENS)
-        .zip(sums.chunks(TILE_TOKENS))
-        .enumerate()
-    {
-        let k = a.len();
-        let tile = &mut tile[..ROWS * k];
-        gemm_tile(level, group, a, s, tile);
-        for j in 0..ROWS {
-            out[j * nt + c * TILE_TOKENS..][..k].copy_from_slice(&tile[j * k..(j + 1) * k]);
-        }
-    }
+    super::packed::gemm_tiles(
+        acts,
+        sums,
+        out,
+        |a, p| lengths_ok(n, group, a, p),
+        |a, p, tile| gemm_tile(level, group, a, p, tile),
+    );
 }
 
 /// One tile of at most [`TILE_TOKENS`] activation rows (lengths checked).

@@ -305,7 +305,10 @@ mod tests {
             };
             let plain = model(&spec);
             let mut packed = model(&spec);
-            assert!(packed.repack() > 0, "{ty}");
+            let bytes = packed.repack();
+            assert!(bytes > 0, "{ty}");
+            assert_eq!(packed.packed_bytes(), bytes);
+            assert_eq!(plain.packed_bytes(), 0);
             assert_eq!(packed.repack(), 0, "a second repack does nothing");
             let l0 = packed.layer(0);
             assert!(l0.attn_q.packed.is_some() && l0.attn_k.packed.is_some());

@@ -291,6 +291,11 @@ impl Model {
         })
     }
 
+    /// Bytes of the weights [`Model::repack`] copied into the packed layouts (0: none).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.len())
+    }
+
     /// The file (metadata for the tokenizer, the tensor list).
     pub fn gguf(&self) -> &Gguf {
         &self.gguf

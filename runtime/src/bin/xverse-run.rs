@@ -356,9 +356,13 @@ fn print_setup(
 ) {
     let h = &model.hparams;
     eprintln!(
-        "xverse-run: loaded {} in {:.1} ms: {} parameters, {} layers, vocab {}, context {}, {} threads, {} KV cache ({:.1} MiB), {}",
+        "xverse-run: loaded {} in {:.1} ms{}: {} parameters, {} layers, vocab {}, context {}, {} threads, {} KV cache ({:.1} MiB), {}",
         model_path.display(),
         load_ms,
+        match model.packed_bytes() {
+            0 => String::new(),
+            b => format!(" (repacked {:.2} GiB of Q4_0/Q4_K)", b as f64 / (1u64 << 30) as f64),
+        },
         human(h.parameters()),
         h.layers,
         h.vocab,

@@ -7,7 +7,7 @@
 
 use crate::cpu::forward;
 use crate::error::RuntimeError;
-use crate::kv_cache::CacheType;
+use crate::kv_cache::{CacheType, KvTypes};
 use crate::model::Model;
 use crate::stage::{CpuStage, Stage};
 
@@ -20,8 +20,8 @@ pub const MAX_BATCH: usize = 512;
 pub struct EngineConfig {
     /// Positions of the KV cache; 0 means the model's `context_length`.
     pub n_ctx: usize,
-    /// Element type of the KV cache.
-    pub cache_type: CacheType,
+    /// Element types of the KV cache's keys and values (`CacheType::F16.into()`: both f16).
+    pub cache_type: KvTypes,
     /// Threads for the CPU kernels; 0 means one per available core.
     pub threads: usize,
 }
@@ -30,7 +30,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             n_ctx: 0,
-            cache_type: CacheType::F16,
+            cache_type: CacheType::F16.into(),
             threads: 0,
         }
     }
@@ -42,7 +42,7 @@ pub struct Engine<'m> {
     stages: Vec<Box<dyn Stage + 'm>>,
     n_ctx: usize,
     n_past: usize,
-    cache_type: CacheType,
+    cache_type: KvTypes,
     pool: rayon::ThreadPool,
 }
 
@@ -107,8 +107,8 @@ impl<'m> Engine<'m> {
         self.n_past
     }
 
-    /// The KV cache type.
-    pub fn cache_type(&self) -> CacheType {
+    /// The KV cache's types.
+    pub fn cache_type(&self) -> KvTypes {
         self.cache_type
     }
 
@@ -269,10 +269,10 @@ mod tests {
         Model::from_gguf(Arc::new(g)).unwrap()
     }
 
-    fn cfg(n_ctx: usize, cache_type: CacheType) -> EngineConfig {
+    fn cfg(n_ctx: usize, cache_type: impl Into<KvTypes>) -> EngineConfig {
         EngineConfig {
             n_ctx,
-            cache_type,
+            cache_type: cache_type.into(),
             threads: 2,
         }
     }
@@ -284,7 +284,7 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Repacking the Q4_0 or Q4_K matrices (eight-row groups plus a tail of rows: vocab 515)
+    /// Repacking the Q4_0, Q4_K, Q6_K or Q8_0 matrices (eight-row groups plus a tail of rows: vocab 515)
     /// changes the logits only by float rounding, for a prompt and for decode, and leaves
     /// the other tensors in the map.
     #[test]
@@ -293,6 +293,8 @@ mod tests {
             // rows of 172 (ffn_down) are not Q4_0 blocks: written as F16, not repacked
             (GgmlType::Q4_0, 64, 172, false),
             (GgmlType::Q4K, 256, 512, true),
+            (GgmlType::Q6K, 256, 512, true),
+            (GgmlType::Q8_0, 64, 172, false),
         ];
         for (ty, hidden, ffn, down_packed) in specs {
             let spec = TinySpec {
@@ -394,21 +396,38 @@ mod tests {
             ..TinySpec::default()
         });
         let toks: Vec<u32> = (0..12).map(|i| (i * 37 + 11) % 512).collect();
-        let run = |ty| {
+        let run = |ty: KvTypes| {
             Engine::new(&m, cfg(32, ty))
                 .unwrap()
                 .eval(&toks, true)
                 .unwrap()
         };
-        let f32l = run(CacheType::F32);
+        let f32l = run(CacheType::F32.into());
         let scale = f32l.iter().fold(0f32, |a, x| a.max(x.abs()));
-        for (ty, tol) in [(CacheType::F16, 1e-2), (CacheType::Q8_0, 5e-2)] {
+        let mut errs = Vec::new();
+        for (ty, tol) in [
+            (CacheType::F16.into(), 1e-2),
+            (CacheType::Q8_0.into(), 5e-2),
+            (CacheType::Q4_0.into(), 0.25),
+            (
+                KvTypes {
+                    k: CacheType::Q8_0,
+                    v: CacheType::Q4_0,
+                },
+                0.25,
+            ),
+        ] {
             let d = max_abs_diff(&run(ty), &f32l) / scale;
             assert!(d < tol, "{ty}: {d}");
+            errs.push(d);
         }
-        // q8_0 needs head size a multiple of 32
+        // the coarser the cache, the further from f32 (so each type is what ran)
+        assert!(errs[0] < errs[1] && errs[1] < errs[2], "{errs:?}");
+        // q8_0 and q4_0 need head size a multiple of 32
         let small = model(&TinySpec::default());
-        let err = Engine::new(&small, cfg(8, CacheType::Q8_0)).unwrap_err();
-        assert!(err.to_string().contains("q8_0"));
+        for ty in [CacheType::Q8_0, CacheType::Q4_0] {
+            let err = Engine::new(&small, cfg(8, ty)).unwrap_err();
+            assert!(err.to_string().contains(ty.name()), "{err}");
+        }
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! For every layer, keys and values are stored per kv head (head-major: kv head `h` holds its
 //! rows of `head_dim` elements for positions `0, 1, 2, …` contiguously, so attention's pass over
-//! the positions of one head reads memory sequentially), in one of three types:
+//! the positions of one head reads memory sequentially), in one of four types, chosen for the
+//! keys and the values separately ([`KvTypes`], llama.cpp's `--cache-type-k` / `--cache-type-v`):
 //!
-//! * `f16` (the default, like llama.cpp's `--cache-type-k f16`),
+//! * `f16` (the default, as in llama.cpp),
 //! * `f32` (exact),
-//! * `q8_0`: each head row is `head_dim / 32` Q8_0 blocks, quantized with the foundation's
-//!   (ggml's reference) quantizer. It needs `head_dim` to be a multiple of 32.
+//! * `q8_0`: each head row is `head_dim / 32` Q8_0 blocks (8.5 bits per element), quantized
+//!   with the foundation's (ggml's reference) quantizer,
+//! * `q4_0`: each head row is `head_dim / 32` Q4_0 blocks (4.5 bits per element), ggml's
+//!   reference quantizer too.
+//!
+//! The block types need `head_dim` to be a multiple of 32.
 //!
 //! Storage grows with the positions written (up to `n_ctx`), so a short session on a large
 //! context does not hold the memory of the whole context.
@@ -16,12 +21,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use half::f16;
+use xverse_quant::blocks::q4_0::{self, BlockQ4_0};
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
 
 use crate::error::RuntimeError;
 
-/// Elements per Q8_0 block.
-const QK8_0: usize = 32;
+/// Elements per Q8_0 / Q4_0 block.
+const QK: usize = 32;
 
 /// The element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -30,27 +36,86 @@ pub enum CacheType {
     #[default]
     F16,
     Q8_0,
+    Q4_0,
 }
 
 impl CacheType {
     /// Every cache type, in the order of `--cache-type`'s help.
-    pub const ALL: [CacheType; 3] = [CacheType::F16, CacheType::F32, CacheType::Q8_0];
+    pub const ALL: [CacheType; 4] = [
+        CacheType::F16,
+        CacheType::F32,
+        CacheType::Q8_0,
+        CacheType::Q4_0,
+    ];
 
-    /// The name the command line uses: `f32`, `f16` or `q8_0`.
+    /// The name the command line uses: `f32`, `f16`, `q8_0` or `q4_0`.
     pub fn name(self) -> &'static str {
         match self {
             CacheType::F32 => "f32",
             CacheType::F16 => "f16",
             CacheType::Q8_0 => "q8_0",
+            CacheType::Q4_0 => "q4_0",
         }
     }
 
-    /// Bytes of one row of `head_dim` elements (`head_dim` a multiple of 32 for q8_0).
+    /// Elements per block: a head row must be whole blocks (1 for the float types).
+    pub fn block_elems(self) -> usize {
+        match self {
+            CacheType::F32 | CacheType::F16 => 1,
+            CacheType::Q8_0 | CacheType::Q4_0 => QK,
+        }
+    }
+
+    /// Bytes of one row of `head_dim` elements (`head_dim` a multiple of [`Self::block_elems`]).
     pub fn row_bytes(self, head_dim: usize) -> usize {
         match self {
             CacheType::F32 => 4 * head_dim,
             CacheType::F16 => 2 * head_dim,
-            CacheType::Q8_0 => head_dim / QK8_0 * std::mem::size_of::<BlockQ8_0>(),
+            CacheType::Q8_0 => head_dim / QK * std::mem::size_of::<BlockQ8_0>(),
+            CacheType::Q4_0 => head_dim / QK * std::mem::size_of::<BlockQ4_0>(),
+        }
+    }
+
+    /// An error unless a head row of `head_dim` elements is whole blocks of this type.
+    pub fn check_head_dim(self, head_dim: usize) -> Result<(), RuntimeError> {
+        if head_dim.is_multiple_of(self.block_elems()) {
+            return Ok(());
+        }
+        Err(RuntimeError::new(format!(
+            "cache type {self} needs a head size that is a multiple of {}; this model's is {head_dim} (use f16 or f32)",
+            self.block_elems()
+        )))
+    }
+}
+
+/// The element types of the cached keys and of the cached values (llama.cpp's
+/// `--cache-type-k` and `--cache-type-v`; `From<CacheType>` gives both the same type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KvTypes {
+    pub k: CacheType,
+    pub v: CacheType,
+}
+
+impl From<CacheType> for KvTypes {
+    fn from(ty: CacheType) -> KvTypes {
+        KvTypes { k: ty, v: ty }
+    }
+}
+
+impl KvTypes {
+    /// Bytes of one position of one kv head: its key row and its value row.
+    pub fn row_bytes(self, head_dim: usize) -> usize {
+        self.k.row_bytes(head_dim) + self.v.row_bytes(head_dim)
+    }
+}
+
+impl fmt::Display for KvTypes {
+    /// `q8_0` when keys and values share the type, else `k q8_0, v f16`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.k == self.v {
+            write!(f, "{}", self.k)
+        } else {
+            write!(f, "k {}, v {}", self.k, self.v)
         }
     }
 }
@@ -69,8 +134,9 @@ impl FromStr for CacheType {
             "f32" => Ok(CacheType::F32),
             "f16" => Ok(CacheType::F16),
             "q8_0" => Ok(CacheType::Q8_0),
+            "q4_0" => Ok(CacheType::Q4_0),
             _ => Err(RuntimeError::new(format!(
-                "unknown cache type \"{s}\" (expected f16, f32 or q8_0)"
+                "unknown cache type \"{s}\" (expected f16, f32, q8_0 or q4_0)"
             ))),
         }
     }
@@ -82,6 +148,7 @@ enum Rows {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Q8_0(Vec<BlockQ8_0>),
+    Q4_0(Vec<BlockQ4_0>),
 }
 
 impl Rows {
@@ -90,6 +157,7 @@ impl Rows {
             CacheType::F32 => Rows::F32(Vec::new()),
             CacheType::F16 => Rows::F16(Vec::new()),
             CacheType::Q8_0 => Rows::Q8_0(Vec::new()),
+            CacheType::Q4_0 => Rows::Q4_0(Vec::new()),
         }
     }
 
@@ -123,10 +191,11 @@ impl Rows {
             Rows::Q8_0(v) => {
                 let zero = BlockQ8_0 {
                     d: f16::ZERO,
-                    qs: [0; QK8_0],
+                    qs: [0; QK],
                 };
-                grow(v, n / QK8_0, max / QK8_0, zero)
+                grow(v, n / QK, max / QK, zero)
             }
+            Rows::Q4_0(v) => grow(v, n / QK, max / QK, bytemuck::Zeroable::zeroed()),
         }
     }
 
@@ -135,7 +204,8 @@ impl Rows {
         match self {
             Rows::F32(v) => v.len(),
             Rows::F16(v) => v.len(),
-            Rows::Q8_0(v) => v.len() * QK8_0,
+            Rows::Q8_0(v) => v.len() * QK,
+            Rows::Q4_0(v) => v.len() * QK,
         }
     }
 
@@ -143,7 +213,8 @@ impl Rows {
         match self {
             Rows::F32(v) => v.truncate(n),
             Rows::F16(v) => v.truncate(n),
-            Rows::Q8_0(v) => v.truncate(n / QK8_0),
+            Rows::Q8_0(v) => v.truncate(n / QK),
+            Rows::Q4_0(v) => v.truncate(n / QK),
         }
     }
 
@@ -157,8 +228,12 @@ impl Rows {
                 }
             }
             Rows::Q8_0(v) => {
-                let b = at / QK8_0;
-                q8_0::quantize_row(src, &mut v[b..b + src.len() / QK8_0]);
+                let b = at / QK;
+                q8_0::quantize_row(src, &mut v[b..b + src.len() / QK]);
+            }
+            Rows::Q4_0(v) => {
+                let b = at / QK;
+                q4_0::quantize_row(src, &mut v[b..b + src.len() / QK]);
             }
         }
     }
@@ -174,8 +249,12 @@ impl Rows {
                 }
             }
             Rows::Q8_0(v) => {
-                let b = at / QK8_0;
-                q8_0::dequantize_row(&v[b..b + dst.len() / QK8_0], dst);
+                let b = at / QK;
+                q8_0::dequantize_row(&v[b..b + dst.len() / QK], dst);
+            }
+            Rows::Q4_0(v) => {
+                let b = at / QK;
+                q4_0::dequantize_row(&v[b..b + dst.len() / QK], dst);
             }
         }
     }
@@ -185,17 +264,19 @@ impl Rows {
             Rows::F32(v) => v.capacity() * 4,
             Rows::F16(v) => v.capacity() * 2,
             Rows::Q8_0(v) => v.capacity() * std::mem::size_of::<BlockQ8_0>(),
+            Rows::Q4_0(v) => v.capacity() * std::mem::size_of::<BlockQ4_0>(),
         }
     }
 }
 
 /// The first positions of one kv head's keys or values, as stored: `n × head_dim` elements,
-/// position-major (q8_0: `n × head_dim / 32` blocks).
+/// position-major (q8_0, q4_0: `n × head_dim / 32` blocks).
 #[derive(Clone, Copy, Debug)]
 pub enum HeadRows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Q8_0(&'a [BlockQ8_0]),
+    Q4_0(&'a [BlockQ4_0]),
 }
 
 impl Rows {
@@ -204,7 +285,8 @@ impl Rows {
         match self {
             Rows::F32(v) => HeadRows::F32(&v[..n]),
             Rows::F16(v) => HeadRows::F16(&v[..n]),
-            Rows::Q8_0(v) => HeadRows::Q8_0(&v[..n / QK8_0]),
+            Rows::Q8_0(v) => HeadRows::Q8_0(&v[..n / QK]),
+            Rows::Q4_0(v) => HeadRows::Q4_0(&v[..n / QK]),
         }
     }
 }
@@ -260,7 +342,7 @@ impl LayerCache {
                 rows.truncate(pos0 * hd);
                 rows.ensure(end, max)?;
             }
-            // one head row at a time: a q8_0 row is whole blocks by construction
+            // one head row at a time: a q8_0 / q4_0 row is whole blocks by construction
             for (i, row) in src.chunks_exact(hd).enumerate() {
                 let (p, h) = (pos0 + i / self.kv_heads, i % self.kv_heads);
                 heads[h].write(p * hd, row);
@@ -351,7 +433,7 @@ impl LayerCache {
 /// The KV cache of a stage: one [`LayerCache`] per layer of the stage.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    ty: CacheType,
+    ty: KvTypes,
     n_ctx: usize,
     layers: Vec<LayerCache>,
 }
@@ -359,7 +441,7 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache of `n_layers` layers for `n_ctx` positions of `kv_heads × head_dim`.
     pub fn new(
-        ty: CacheType,
+        ty: KvTypes,
         n_layers: usize,
         n_ctx: usize,
         kv_heads: usize,
@@ -368,14 +450,11 @@ impl KvCache {
         if head_dim == 0 || kv_heads == 0 {
             return Err(RuntimeError::new("kv cache: empty heads"));
         }
-        if ty == CacheType::Q8_0 && !head_dim.is_multiple_of(QK8_0) {
-            return Err(RuntimeError::new(format!(
-                "cache type q8_0 needs a head size that is a multiple of {QK8_0}; this model's is {head_dim} (use f16 or f32)"
-            )));
-        }
+        ty.k.check_head_dim(head_dim)?;
+        ty.v.check_head_dim(head_dim)?;
         let layer = LayerCache {
-            k: vec![Rows::new(ty); kv_heads],
-            v: vec![Rows::new(ty); kv_heads],
+            k: vec![Rows::new(ty.k); kv_heads],
+            v: vec![Rows::new(ty.v); kv_heads],
             kv_dim: kv_heads * head_dim,
             head_dim,
             kv_heads,
@@ -388,8 +467,8 @@ impl KvCache {
         })
     }
 
-    /// The element type.
-    pub fn cache_type(&self) -> CacheType {
+    /// The element types of keys and values.
+    pub fn cache_type(&self) -> KvTypes {
         self.ty
     }
 
@@ -419,7 +498,7 @@ impl KvCache {
         let per_position: usize = self
             .layers
             .iter()
-            .map(|l| 2 * l.kv_heads * self.ty.row_bytes(l.head_dim))
+            .map(|l| l.kv_heads * self.ty.row_bytes(l.head_dim))
             .sum();
         let need = per_position.saturating_mul(n).saturating_sub(self.bytes());
         if let Some(avail) = memory_available() {
@@ -472,20 +551,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names() {
-        for t in CacheType::ALL {
-            assert_eq!(t.name().parse::<CacheType>().unwrap(), t);
-        }
-        assert_eq!(CacheType::default(), CacheType::F16);
-        let e = "q4_0".parse::<CacheType>().unwrap_err().to_string();
-        assert!(e.contains("q4_0") && !e.contains('\n'), "{e}");
-    }
-
-    #[test]
     fn stores_and_reads_each_type() {
         let (heads, hd) = (2, 32);
         for ty in CacheType::ALL {
-            let mut c = KvCache::new(ty, 1, 8, heads, hd).unwrap();
+            let mut c = KvCache::new(ty.into(), 1, 8, heads, hd).unwrap();
             let k: Vec<f32> = (0..3 * heads * hd)
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();
@@ -496,6 +565,8 @@ mod tests {
                 CacheType::F32 => 0.0,
                 CacheType::F16 => 1e-3,
                 CacheType::Q8_0 => 2.0 / 127.0,
+                // the step is max/8: 1/8 of the block's largest magnitude (≤ 1)
+                CacheType::Q4_0 => 1.0 / 8.0,
             };
             let mut out = vec![0f32; 3 * hd];
             for h in 0..heads {
@@ -531,7 +602,7 @@ mod tests {
     fn head_rows_are_each_heads_positions_in_order() {
         let (heads, hd) = (3, 32);
         for ty in CacheType::ALL {
-            let mut c = KvCache::new(ty, 2, 8, heads, hd).unwrap();
+            let mut c = KvCache::new(ty.into(), 2, 8, heads, hd).unwrap();
             let k: Vec<f32> = (0..5 * heads * hd)
                 .map(|i| (i as f32 * 0.1).cos())
                 .collect();
@@ -550,6 +621,7 @@ mod tests {
                             }
                         }
                         HeadRows::Q8_0(r) => q8_0::dequantize_row(&r[p..p + 1], &mut got),
+                        HeadRows::Q4_0(r) => q4_0::dequantize_row(&r[p..p + 1], &mut got),
                     }
                     assert_eq!(
                         &got[..],
@@ -573,15 +645,94 @@ mod tests {
     }
 
     #[test]
-    fn q8_0_needs_whole_blocks() {
-        let e = KvCache::new(CacheType::Q8_0, 1, 8, 4, 16).unwrap_err();
-        assert!(e.to_string().contains("q8_0"));
-        assert!(KvCache::new(CacheType::F16, 1, 8, 4, 16).is_ok());
+    fn block_types_need_whole_blocks() {
+        for ty in [CacheType::Q8_0, CacheType::Q4_0] {
+            let e = KvCache::new(ty.into(), 1, 8, 4, 16).unwrap_err();
+            assert!(e.to_string().contains(ty.name()), "{e}");
+            // keys or values alone
+            let e = KvCache::new(
+                KvTypes {
+                    k: CacheType::F16,
+                    v: ty,
+                },
+                1,
+                8,
+                4,
+                16,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains(ty.name()), "{e}");
+            let e = KvCache::new(
+                KvTypes {
+                    k: ty,
+                    v: CacheType::F32,
+                },
+                1,
+                8,
+                4,
+                16,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains(ty.name()), "{e}");
+        }
+        assert!(KvCache::new(CacheType::F16.into(), 1, 8, 4, 16).is_ok());
+    }
+
+    /// Keys and values of different types are stored, read and sized each in its own type.
+    #[test]
+    fn keys_and_values_may_differ_in_type() {
+        let (heads, hd) = (2, 64);
+        let ty = KvTypes {
+            k: CacheType::Q8_0,
+            v: CacheType::Q4_0,
+        };
+        assert_eq!(ty.to_string(), "k q8_0, v q4_0");
+        assert_eq!(KvTypes::from(CacheType::F16).to_string(), "f16");
+        assert_eq!(ty.row_bytes(hd), 2 * 34 + 2 * 18);
+        let mut c = KvCache::new(ty, 1, 4, heads, hd).unwrap();
+        assert_eq!(c.cache_type(), ty);
+        let k: Vec<f32> = (0..heads * hd).map(|i| (i as f32 * 0.3).sin()).collect();
+        c.layer_mut(0).store(0, &k, &k).unwrap();
+        assert!(matches!(c.layer(0).k_rows(1, 1), HeadRows::Q8_0(r) if r.len() == 2));
+        assert!(matches!(c.layer(0).v_rows(1, 1), HeadRows::Q4_0(r) if r.len() == 2));
+        let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+        c.layer(0).read_k(1, 1, &mut a);
+        c.layer(0).read_v(1, 1, &mut b);
+        let err = |x: &[f32]| -> f32 {
+            x.iter()
+                .zip(&k[hd..])
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max)
+        };
+        assert!(
+            err(&a) <= 1.0 / 127.0 && err(&b) <= 1.0 / 8.0,
+            "{} {}",
+            err(&a),
+            err(&b)
+        );
+        assert!(err(&b) > err(&a), "values are stored coarser than keys");
+        c.fill_synthetic(4, 7).unwrap();
+        // q8_0 keys 34 B + q4_0 values 18 B per block of 32, 2 heads, 4 positions
+        assert_eq!(c.bytes(), 4 * heads * (2 * 34 + 2 * 18));
+    }
+
+    #[test]
+    fn cache_types_parse_by_name() {
+        for ty in CacheType::ALL {
+            assert_eq!(ty.name().parse::<CacheType>().unwrap(), ty);
+            assert_eq!(ty.name().to_uppercase().parse::<CacheType>().unwrap(), ty);
+        }
+        assert_eq!(CacheType::default(), CacheType::F16);
+        let e = "q4_1".parse::<CacheType>().unwrap_err().to_string();
+        assert!(
+            e.contains("q4_1") && e.contains("q4_0") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]
     fn impossible_sizes_are_errors_not_aborts() {
-        let mut c = KvCache::new(CacheType::F16, 1, 1 << 50, 2, 32).unwrap();
+        let mut c = KvCache::new(CacheType::F16.into(), 1, 1 << 50, 2, 32).unwrap();
         let e = c.fill_synthetic(1 << 50, 1).unwrap_err();
         assert!(e.to_string().contains("cannot allocate"), "{e}");
     }
@@ -598,12 +749,12 @@ mod tests {
         };
         // f32, one layer, one head of 128: 1 KiB per position (K and V)
         let n = usize::try_from(avail / 1024 * 2 + 1).unwrap();
-        let mut c = KvCache::new(CacheType::F32, 1, n, 1, 128).unwrap();
+        let mut c = KvCache::new(CacheType::F32.into(), 1, n, 1, 128).unwrap();
         let e = c.fill_synthetic(n, 1).unwrap_err();
         assert!(e.to_string().contains("bytes available"), "{e}");
         assert_eq!(c.bytes(), 0, "nothing was allocated");
         // a small depth still works
-        let mut c = KvCache::new(CacheType::F32, 1, 64, 1, 128).unwrap();
+        let mut c = KvCache::new(CacheType::F32.into(), 1, 64, 1, 128).unwrap();
         c.fill_synthetic(64, 1).unwrap();
         assert_eq!(c.bytes(), 64 * 1024);
     }

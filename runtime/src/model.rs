@@ -39,7 +39,7 @@ pub struct Weight<'a> {
     pub row_bytes: usize,
     /// All the tensor's bytes (`n_rows * row_bytes`).
     pub data: &'a [u8],
-    /// The first `n_rows / 8 * 8` rows of a Q4_0 or Q4_K weight repacked eight at a time for
+    /// The first `n_rows / 8 * 8` rows of a Q4_0, Q4_K, Q6_K or Q8_0 weight repacked eight at a time for
     /// the CPU kernels ([`xverse_quant::kernels::packed`]; see [`Model::repack`]), when they
     /// were.
     pub packed: Option<&'a [u8]>,
@@ -109,13 +109,13 @@ pub struct Model {
     layers: Vec<LayerIdx>,
     bos: u32,
     eos: u32,
-    /// Repacked copies of Q4_0 and Q4_K matrices ([`Model::repack`]): one anonymous map, and each
+    /// Repacked copies of Q4_0, Q4_K, Q6_K and Q8_0 matrices ([`Model::repack`]): one anonymous map, and each
     /// tensor's byte range in it by tensor index.
     packed: Option<memmap2::MmapMut>,
     packed_at: HashMap<Idx, std::ops::Range<usize>>,
 }
 
-/// Whether [`Model::load`] repacks Q4_0 and Q4_K weights: yes where the packed kernels have a
+/// Whether [`Model::load`] repacks Q4_0, Q4_K, Q6_K and Q8_0 weights: yes where the packed kernels have a
 /// SIMD path ([`packed::worthwhile`]) unless the environment says `XVERSE_REPACK=0` (or `off`, `no`,
 /// `false`).
 pub fn repack_by_default() -> bool {
@@ -130,12 +130,12 @@ pub fn repack_by_default() -> bool {
 
 impl Model {
     /// Opens and checks the GGUF file at `path` (memory-mapped; the weights are not copied),
-    /// then repacks its Q4_0 and Q4_K matrices where [`repack_by_default`] says so.
+    /// then repacks its Q4_0, Q4_K, Q6_K and Q8_0 matrices where [`repack_by_default`] says so.
     pub fn load(path: &Path) -> Result<Model, RuntimeError> {
         Model::load_with(path, repack_by_default())
     }
 
-    /// [`Model::load`], repacking the Q4_0 and Q4_K matrices or not as `repack` says
+    /// [`Model::load`], repacking the Q4_0, Q4_K, Q6_K and Q8_0 matrices or not as `repack` says
     /// (`--no-repack`).
     pub fn load_with(path: &Path, repack: bool) -> Result<Model, RuntimeError> {
         let gguf = Gguf::open(path)?;
@@ -146,8 +146,9 @@ impl Model {
         Ok(model)
     }
 
-    /// Copies every Q4_0 and Q4_K matrix of the layers and the output (whole groups of eight
-    /// rows; the last `n_rows % 8` rows stay in the map) into the eight-row interleaved layouts
+    /// Copies every Q4_0, Q4_K, Q6_K and Q8_0 matrix of the layers and the output (whole
+    /// groups of eight rows; the last `n_rows % 8` rows stay in the map) into the eight-row
+    /// interleaved layouts
     /// of [`packed`], whose kernels read each activation block once for eight rows, and drops
     /// the copied rows' pages from memory ([`Gguf::release_pages`]), one tensor at a time, so
     /// the resident size stays about the file's (Q4_K's packed layout is 2.8 % larger: its
@@ -371,7 +372,7 @@ impl Model {
     }
 }
 
-/// Bytes of the whole groups of eight rows of a Q4_0 or Q4_K weight in its [`packed`] layout
+/// Bytes of the whole groups of eight rows of a Q4_0, Q4_K, Q6_K or Q8_0 weight in its [`packed`] layout
 /// (`None`: another type, fewer than eight rows, rows not whole blocks, or fewer bytes than
 /// the shape's).
 fn packed_len(w: &Weight<'_>) -> Option<usize> {

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::cpu::forward;
 use crate::error::RuntimeError;
-use crate::kv_cache::{CacheType, KvCache};
+use crate::kv_cache::{KvCache, KvTypes};
 use crate::model::Model;
 
 /// A contiguous range of layers with their weights and KV cache, on one device.
@@ -60,7 +60,7 @@ impl<'m> CpuStage<'m> {
         model: &'m Model,
         layers: Range<usize>,
         n_ctx: usize,
-        cache_type: CacheType,
+        cache_type: KvTypes,
     ) -> Result<CpuStage<'m>, RuntimeError> {
         if layers.start > layers.end || layers.end > model.n_layers() {
             return Err(RuntimeError::new(format!(

@@ -172,7 +172,7 @@ fn startup(a: &Args, threads: usize, n_ctx: usize) -> Result<[f64; 2], String> {
         let model = Model::load(&a.file).map_err(|e| e.to_string())?;
         let cfg = EngineConfig {
             n_ctx,
-            cache_type: CacheType::F16,
+            cache_type: CacheType::F16.into(),
             threads,
         };
         let mut e = Engine::new(&model, cfg).map_err(|e| e.to_string())?;
@@ -221,7 +221,7 @@ fn run(a: &Args) -> Result<(), String> {
     for &threads in &a.threads {
         let cfg = EngineConfig {
             n_ctx,
-            cache_type: CacheType::F16,
+            cache_type: CacheType::F16.into(),
             threads,
         };
         let mut ours = Ours(Engine::new(&ours_model, cfg).map_err(|e| e.to_string())?);

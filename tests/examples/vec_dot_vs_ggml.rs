@@ -82,6 +82,12 @@ fn main() {
             if ty == GgmlType::Q4K {
                 compare_packed_k(cols, &w, &act, gdot);
             }
+            if ty == GgmlType::Q6K {
+                compare_packed_table("q6_Kx8", ty, cols, &w, &act, gdot);
+            }
+            if ty == GgmlType::Q8_0 {
+                compare_packed_table("q8_0x8", ty, cols, &w, &act, gdot);
+            }
         }
     }
 }
@@ -147,6 +153,40 @@ fn compare_packed_k(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
         }
     };
     compare_with("q4_Kx8", GgmlType::Q4K, cols, w, act, gdot, ours);
+}
+
+/// Rows of `ty` repacked eight at a time by its [`kernels::packed::format`] (whole groups of
+/// 8 only): the packed matrix × vector kernel against ggml's per-row kernel on the same rows,
+/// as [`compare_packed`] for Q4_0, printed as `label`.
+fn compare_packed_table(
+    label: &str,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    act: &[u8],
+    gdot: GgmlDot,
+) {
+    let f = kernels::packed::format(ty).expect("a packed layout");
+    let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
+    let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
+    let gb = (f.group_bytes)(cols).unwrap();
+    let mut packed = vec![0u8; w.len() / (8 * row_bytes) * gb];
+    for (g, rows) in packed
+        .chunks_exact_mut(gb)
+        .zip(w.chunks_exact(8 * row_bytes))
+    {
+        assert!((f.pack)(cols, rows, g));
+    }
+    let mut prep = Vec::new();
+    (f.prep)(act, &mut prep);
+    let ours = |out: &mut [f32]| {
+        let mut o8 = [0f32; 8];
+        for (o, g) in out.chunks_exact_mut(8).zip(packed.chunks_exact(gb)) {
+            (f.gemv)(cols, black_box(g), act, &prep, &mut o8);
+            o.copy_from_slice(&o8);
+        }
+    };
+    compare_with(label, ty, cols, w, act, gdot, ours);
 }
 
 /// ggml's `vec_dot` function type.
@@ -265,6 +305,14 @@ fn from_file(path: &str, names: &[String]) {
         if t.ty == GgmlType::Q4K && t.n_rows() >= 8 {
             print!("{:<28} ", t.name);
             compare_packed_k(cols, file.view(t).data, &act, gdot);
+        }
+        if t.ty == GgmlType::Q6K && t.n_rows() >= 8 {
+            print!("{:<28} ", t.name);
+            compare_packed_table("q6_Kx8", t.ty, cols, file.view(t).data, &act, gdot);
+        }
+        if t.ty == GgmlType::Q8_0 && t.n_rows() >= 8 {
+            print!("{:<28} ", t.name);
+            compare_packed_table("q8_0x8", t.ty, cols, file.view(t).data, &act, gdot);
         }
     }
 }

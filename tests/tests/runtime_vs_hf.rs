@@ -46,7 +46,7 @@ fn ours(path: &Path, ids: &[u32], cache_type: CacheType) -> Vec<Vec<f64>> {
     let model = Model::load(path).unwrap_or_else(|e| panic!("{e}"));
     let cfg = EngineConfig {
         n_ctx: ids.len().next_multiple_of(32),
-        cache_type,
+        cache_type: cache_type.into(),
         threads: 2,
     };
     let mut e = Engine::new(&model, cfg).unwrap_or_else(|e| panic!("{e}"));

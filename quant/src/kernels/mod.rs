@@ -27,6 +27,10 @@ pub mod avx2_q4_0x8;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_q4_kx8;
 #[cfg(target_arch = "x86_64")]
+pub mod avx2_q6_kx8;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_q8_0x8;
+#[cfg(target_arch = "x86_64")]
 pub mod avx2_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_tile_k;
@@ -39,6 +43,8 @@ pub mod neon;
 pub mod packed;
 pub mod q4_0x8;
 pub mod q4_kx8;
+pub mod q6_kx8;
+pub mod q8_0x8;
 pub mod scalar;
 
 /// A SIMD instruction-set level, ordered from least to most capable. A CPU has only the

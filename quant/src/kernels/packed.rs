@@ -1,17 +1,19 @@
-//! The weight types that have an eight-row packed layout ([`super::q4_0x8`], [`super::q4_kx8`]),
+//! The weight types that have an eight-row packed layout ([`super::q4_0x8`], [`super::q4_kx8`],
+//! [`super::q6_kx8`], [`super::q8_0x8`]),
 //! behind one table of functions so the runtime's repacking and matrix products need not know
 //! which one they hold.
 
-use super::{q4_0x8, q4_kx8, simd_level, SimdLevel};
+use super::{q4_0x8, q4_kx8, q6_kx8, q8_0x8, simd_level, SimdLevel};
 use crate::types::GgmlType;
 
-/// Rows in one packed group (both layouts).
+/// Rows in one packed group (every layout).
 pub const ROWS: usize = 8;
-/// Most activation rows one `gemm` kernel call takes at once (both layouts).
+/// Most activation rows one `gemm` kernel call takes at once (every layout).
 pub const TILE_TOKENS: usize = 4;
 
 /// Per-activation-row words a packed kernel needs besides the quantized row
-/// ([`q4_0x8::block_sums`], [`q4_kx8::min_pairs`]).
+/// ([`q4_0x8::block_sums`], [`q4_kx8::min_pairs`], [`q6_kx8::bsum_pairs`]; none for Q8_0:
+/// [`q8_0x8::no_prep`] leaves it empty).
 pub type PrepFn = fn(&[u8], &mut Vec<i32>);
 /// `gemv(n, group, act, prep, out)`.
 pub type GemvFn = fn(usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);
@@ -36,7 +38,7 @@ impl std::fmt::Debug for Format {
     }
 }
 
-/// The packed layout of weight type `ty`, if it has one (Q4_0 and Q4_K).
+/// The packed layout of weight type `ty`, if it has one (Q4_0, Q4_K, Q6_K and Q8_0).
 pub fn format(ty: GgmlType) -> Option<Format> {
     match ty {
         GgmlType::Q4_0 => Some(Format {
@@ -53,11 +55,25 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q4_kx8::gemv,
             gemm: q4_kx8::gemm,
         }),
+        GgmlType::Q6K => Some(Format {
+            group_bytes: q6_kx8::group_bytes,
+            pack: q6_kx8::pack,
+            prep: q6_kx8::bsum_pairs,
+            gemv: q6_kx8::gemv,
+            gemm: q6_kx8::gemm,
+        }),
+        GgmlType::Q8_0 => Some(Format {
+            group_bytes: q8_0x8::group_bytes,
+            pack: q8_0x8::pack,
+            prep: q8_0x8::no_prep,
+            gemv: q8_0x8::gemv,
+            gemm: q8_0x8::gemm,
+        }),
         _ => None,
     }
 }
 
-/// The body both layouts' `gemm_with` share: checks that `acts`, `preps` and `out` agree and
+/// The body every layout's `gemm_with` shares: checks that `acts`, `preps` and `out` agree and
 /// that every activation row passes `row_ok`, then runs `tile` on chunks of at most
 /// [`TILE_TOKENS`] rows (its output `[j · k + t]` for `k` rows) and places the results at
 /// `out[j · acts.len() + t]`. `out` is zeroed where a check fails.
@@ -107,10 +123,18 @@ mod tests {
         assert_eq!(ROWS, q4_kx8::ROWS);
         assert_eq!(TILE_TOKENS, q4_0x8::TILE_TOKENS);
         assert_eq!(TILE_TOKENS, q4_kx8::TILE_TOKENS);
+        assert_eq!(ROWS, q6_kx8::ROWS);
+        assert_eq!(TILE_TOKENS, q6_kx8::TILE_TOKENS);
         let f = format(GgmlType::Q4_0).unwrap();
         assert_eq!((f.group_bytes)(64), Some(2 * 144));
         let f = format(GgmlType::Q4K).unwrap();
         assert_eq!((f.group_bytes)(512), Some(2 * 1184));
-        assert!(format(GgmlType::Q8_0).is_none() && format(GgmlType::Q6K).is_none());
+        let f = format(GgmlType::Q6K).unwrap();
+        assert_eq!((f.group_bytes)(512), Some(2 * 8 * 210));
+        assert_eq!(ROWS, q8_0x8::ROWS);
+        assert_eq!(TILE_TOKENS, q8_0x8::TILE_TOKENS);
+        let f = format(GgmlType::Q8_0).unwrap();
+        assert_eq!((f.group_bytes)(64), Some(2 * 8 * 34));
+        assert!(format(GgmlType::Q5K).is_none() && format(GgmlType::Q4_1).is_none());
     }
 }

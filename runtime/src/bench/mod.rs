@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::engine::Engine;
 use crate::error::RuntimeError;
-use crate::kv_cache::CacheType;
+use crate::kv_cache::KvTypes;
 use crate::model::Model;
 
 /// A small seeded generator (splitmix64) for the random token ids of a test.
@@ -149,8 +149,8 @@ fn start_at(engine: &mut Engine<'_>, n_depth: usize) -> Result<(), RuntimeError>
 }
 
 /// Bytes one generated token reads: every weight except the embedding table, one row of that,
-/// and the KV cache of `n_kv` positions (`cache_type` elements, keys and values).
-pub fn bytes_per_token(model: &Model, cache_type: CacheType, n_kv: f64) -> f64 {
+/// and the KV cache of `n_kv` positions (keys and values of `cache_type`).
+pub fn bytes_per_token(model: &Model, cache_type: KvTypes, n_kv: f64) -> f64 {
     let embd = model.token_embd();
     let weights: u64 = model
         .gguf()
@@ -161,7 +161,7 @@ pub fn bytes_per_token(model: &Model, cache_type: CacheType, n_kv: f64) -> f64 {
         .sum();
     let hp = &model.hparams;
     let kv_row = cache_type.row_bytes(hp.head_dim as usize) as f64 * f64::from(hp.kv_heads);
-    weights as f64 + embd.row_bytes as f64 + 2.0 * f64::from(hp.layers) * kv_row * n_kv
+    weights as f64 + embd.row_bytes as f64 + f64::from(hp.layers) * kv_row * n_kv
 }
 
 /// Streaming read bandwidth of this machine in bytes/s: `threads` threads each read their own

@@ -26,9 +26,9 @@ use xverse_runtime::bench::{
     bytes_per_token, fill_depth, mean_sd, model_type, read_bandwidth, time_gen, time_prompt,
     DepthFill, Rng,
 };
+use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::cpu::attention::Level;
 use xverse_runtime::engine::{Engine, EngineConfig};
-use xverse_runtime::kv_cache::CacheType;
 use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::RuntimeError;
 
@@ -88,9 +88,8 @@ struct Cli {
         default_value_t = 5
     )]
     reps: usize,
-    /// Element type of the KV cache: f16, f32 or q8_0.
-    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16")]
-    cache_type: String,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Seed of the random token ids.
     #[arg(long = "seed", value_name = "N", default_value_t = 1234)]
     seed: u64,
@@ -100,8 +99,8 @@ struct Cli {
     /// Print a JSON array (llama-bench's field names) instead of the table.
     #[arg(long = "json")]
     json: bool,
-    /// Keep Q4_0 weights in the file's layout instead of repacking them eight rows at a time
-    /// at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    /// Keep Q4_0, Q4_K, Q6_K and Q8_0 weights in the file's layout instead of repacking
+    /// them eight rows at a time at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
     #[arg(long = "no-repack")]
     no_repack: bool,
 }
@@ -130,7 +129,7 @@ struct Row {
 }
 
 fn run(cli: Cli) -> Result<(), RuntimeError> {
-    let cache_type: CacheType = cli.cache_type.parse()?;
+    let cache_type = cli.cache.types()?;
     let depth_fill: DepthFill = cli.depth_fill.parse()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if cli.threads.is_empty() {
@@ -161,6 +160,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             Level::Reference => "reference (XVERSE_ATTENTION)",
         };
         println!("attention kernels: {level}");
+        println!("kv cache: {cache_type}");
         if cli.n_depth.iter().any(|&d| d > 0) {
             println!("depth fill: {}", cli.depth_fill);
         }
@@ -275,8 +275,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                     "model_size": r.size,
                     "model_n_params": r.params,
                     "n_threads": r.threads,
-                    "type_k": cache_type.name(),
-                    "type_v": cache_type.name(),
+                    "type_k": cache_type.k.name(),
+                    "type_v": cache_type.v.name(),
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
                     "n_depth": r.n_depth,

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::engine::{Engine, EngineConfig};
-use xverse_runtime::kv_cache::CacheType;
 use xverse_runtime::model::Model;
 use xverse_runtime::perplexity::{
     kl_divergence, log_probs_f16, nll, LogitsHeader, LogitsReader, LogitsWriter, Stat,
@@ -54,9 +54,8 @@ struct Cli {
     /// CPU threads (default: one per available core).
     #[arg(short = 't', long = "threads", value_name = "N")]
     threads: Option<usize>,
-    /// Element type of the KV cache: f16, f32 or q8_0.
-    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16")]
-    cache_type: String,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Save the log-probabilities of every scored position to FILE (for --kl-base later).
     #[arg(long = "save-logits", value_name = "FILE", conflicts_with = "kl_base")]
     save_logits: Option<PathBuf>,
@@ -90,7 +89,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     if cli.file.is_none() && cli.kl_base.is_none() {
         return Err(err("no text given (-f TEXT)"));
     }
-    let cache_type: CacheType = cli.cache_type.parse()?;
+    let cache_type = cli.cache.types()?;
     if cli.threads == Some(0) {
         return Err(err("-t 0: at least one thread is needed"));
     }

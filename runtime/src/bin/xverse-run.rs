@@ -3,8 +3,8 @@
 //! ```text
 //! xverse-run MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
 //!            [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S]
-//!            [--chat] [--system TEXT] [--verbose-prompt] [--cache-type f16|f32|q8_0]
-//!            [--ignore-eos] [--no-display-prompt] [--no-escape]
+//!            [--chat] [--system TEXT] [--verbose-prompt] [--cache-type f16|f32|q8_0|q4_0]
+//!            [-ctk TYPE] [-ctv TYPE] [--ignore-eos] [--no-display-prompt] [--no-escape]
 //! ```
 //!
 //! The flags are spelled like llama.cpp's `main` and default to its values. Generated text
@@ -19,8 +19,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use xverse_runtime::chat::Chat;
+use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::engine::{Engine, EngineConfig};
-use xverse_runtime::kv_cache::CacheType;
 use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::sampler::{Sampler, SamplerConfig};
 use xverse_runtime::session::{Session, Stop};
@@ -114,9 +114,8 @@ struct Cli {
     /// Print the prompt's tokens on stderr.
     #[arg(long = "verbose-prompt")]
     verbose_prompt: bool,
-    /// Element type of the KV cache: f16, f32 or q8_0.
-    #[arg(long = "cache-type", value_name = "TYPE", default_value = "f16")]
-    cache_type: String,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Keep generating after eos.
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
@@ -130,8 +129,8 @@ struct Cli {
     /// Take -p and --system literally.
     #[arg(long = "no-escape")]
     no_escape: bool,
-    /// Keep Q4_0 weights in the file's layout instead of repacking them eight rows at a time
-    /// at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    /// Keep Q4_0, Q4_K, Q6_K and Q8_0 weights in the file's layout instead of repacking
+    /// them eight rows at a time at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
     #[arg(long = "no-repack")]
     no_repack: bool,
 }
@@ -227,7 +226,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         n => return Err(err(format!("-n {n} must be -1 (no limit) or >= 0"))),
     };
     let sampler_cfg = sampler_config(&cli)?;
-    let cache_type: CacheType = cli.cache_type.parse()?;
+    let cache_type = cli.cache.types()?;
     if cli.threads == Some(0) {
         return Err(err("-t 0: at least one thread is needed"));
     }
@@ -361,7 +360,7 @@ fn print_setup(
         load_ms,
         match model.packed_bytes() {
             0 => String::new(),
-            b => format!(" (repacked {:.2} GiB of Q4_0/Q4_K)", b as f64 / (1u64 << 30) as f64),
+            b => format!(" (repacked {:.2} GiB of quantized weights)", b as f64 / (1u64 << 30) as f64),
         },
         human(h.parameters()),
         h.layers,

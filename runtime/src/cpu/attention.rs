@@ -11,9 +11,10 @@
 //!
 //! * The cache stores each kv head's rows contiguously ([`crate::kv_cache`]), so both passes
 //!   read memory sequentially, in the cache's own type: f16 rows are widened in registers
-//!   (F16C), q8_0 rows are multiplied in integers block by block like ggml's
-//!   `vec_dot_q8_0_q8_0` (the query quantized to Q8_0 once per token) and their values widened
-//!   in registers; nothing is converted to an f32 copy first.
+//!   (F16C), q8_0 and q4_0 rows are multiplied in integers block by block like ggml's
+//!   `vec_dot_q8_0_q8_0` / `vec_dot_q4_0_q8_0` (the query quantized to Q8_0 once per token)
+//!   and their values widened in registers; nothing is converted to an f32 copy first. Keys
+//!   and values may have different types.
 //! * Kernels: AVX2 + FMA + F16C, chosen at run time (with `xverse_quant::kernels`' level), and a
 //!   portable scalar version of each, which the unit tests compare them with.
 //! * Threads: one rayon task per (query head, block of query tokens): a generated token gives
@@ -30,6 +31,7 @@
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
+use xverse_quant::blocks::q4_0;
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
 use xverse_quant::kernels::{self, SimdLevel};
 use xverse_quant::GgmlType;
@@ -38,10 +40,10 @@ use super::matmul::round_activations;
 use super::ops::{dot, round_f16, softmax};
 use crate::error::RuntimeError;
 use crate::hparams::Hparams;
-use crate::kv_cache::{CacheType, HeadRows, LayerCache};
+use crate::kv_cache::{CacheType, HeadRows, KvTypes, LayerCache};
 
-/// Elements per Q8_0 block.
-const QK8_0: usize = 32;
+/// Elements per Q8_0 / Q4_0 block.
+const QK: usize = 32;
 
 /// Query tokens per task of a prompt.
 const TOKENS_PER_TASK: usize = 16;
@@ -91,7 +93,7 @@ impl Level {
 pub fn attention(
     hp: &Hparams,
     cache: &LayerCache,
-    cache_type: CacheType,
+    cache_type: KvTypes,
     q: &[f32],
     pos0: usize,
     n_tokens: usize,
@@ -103,7 +105,7 @@ pub fn attention(
 enum Query<'a> {
     /// f32 values (rounded to f16 for an f16 cache).
     F32(&'a [f32]),
-    /// Q8_0 blocks (for a q8_0 cache).
+    /// Q8_0 blocks (for q8_0 and q4_0 keys).
     Q8(&'a [BlockQ8_0]),
 }
 
@@ -112,7 +114,7 @@ pub fn attention_with(
     level: Level,
     hp: &Hparams,
     cache: &LayerCache,
-    cache_type: CacheType,
+    cache_type: KvTypes,
     q: &[f32],
     pos0: usize,
     n_tokens: usize,
@@ -133,10 +135,12 @@ pub fn attention_with(
             cache.len()
         )));
     }
-    if cache_type == CacheType::Q8_0 && !hd.is_multiple_of(QK8_0) {
-        return Err(RuntimeError::new(format!(
-            "attention: q8_0 cache with a head size of {hd}"
-        )));
+    for ty in [cache_type.k, cache_type.v] {
+        if !hd.is_multiple_of(ty.block_elems()) {
+            return Err(RuntimeError::new(format!(
+                "attention: {ty} cache with a head size of {hd}"
+            )));
+        }
     }
 
     // tasks: (head, first token) in blocks of TOKENS_PER_TASK tokens
@@ -157,15 +161,15 @@ pub fn attention_with(
             for (t, out_t) in (t0..t1).zip(out.chunks_exact_mut(hd)) {
                 let pos = pos0 + t;
                 let qh = &q[t * dim + h * hd..t * dim + (h + 1) * hd];
-                let query = match cache_type {
+                let query = match cache_type.k {
                     CacheType::F32 => Query::F32(qh),
                     CacheType::F16 => {
                         qf.copy_from_slice(qh);
                         round_f16(&mut qf);
                         Query::F32(&qf)
                     }
-                    CacheType::Q8_0 => {
-                        qb.resize(hd / QK8_0, bytemuck::Zeroable::zeroed());
+                    CacheType::Q8_0 | CacheType::Q4_0 => {
+                        qb.resize(hd / QK, bytemuck::Zeroable::zeroed());
                         q8_0::quantize_row(qh, &mut qb);
                         Query::Q8(&qb)
                     }
@@ -211,6 +215,7 @@ fn scores_with(
                 (Query::F32(q), HeadRows::F32(k)) => avx2::scores_f32(q, k, hd, scale, s),
                 (Query::F32(q), HeadRows::F16(k)) => avx2::scores_f16(q, k, hd, scale, s),
                 (Query::Q8(q), HeadRows::Q8_0(k)) => avx2::scores_q8_0(q, k, scale, s),
+                (Query::Q8(q), HeadRows::Q4_0(k)) => avx2::scores_q4_0(q, k, scale, s),
                 _ => scores_scalar(q, keys, hd, scale, s),
             }
         }
@@ -251,12 +256,30 @@ fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &m
                 *sj = acc * scale;
             }
         }
+        (Query::Q8(q), HeadRows::Q4_0(k)) => {
+            for (sj, kj) in s.iter_mut().zip(k.chunks_exact(q.len())) {
+                let mut acc = 0f32;
+                for (a, b) in q.iter().zip(kj) {
+                    let (lo, hi) = a.qs.split_at(QK / 2);
+                    let isum: i32 =
+                        b.qs.iter()
+                            .zip(lo.iter().zip(hi))
+                            .map(|(&x, (&y0, &y1))| {
+                                (i32::from(x & 0x0f) - 8) * i32::from(y0)
+                                    + (i32::from(x >> 4) - 8) * i32::from(y1)
+                            })
+                            .sum();
+                    acc += a.d.to_f32() * b.d.to_f32() * isum as f32;
+                }
+                *sj = acc * scale;
+            }
+        }
         // a query prepared for another cache type: dequantize (not reached from attention)
         (q, keys) => {
             let qv = match q {
                 Query::F32(q) => q.to_vec(),
                 Query::Q8(q) => {
-                    let mut v = vec![0f32; q.len() * QK8_0];
+                    let mut v = vec![0f32; q.len() * QK];
                     q8_0::dequantize_row(q, &mut v);
                     v
                 }
@@ -280,8 +303,12 @@ fn read_row(rows: HeadRows<'_>, j: usize, hd: usize, out: &mut [f32]) {
             }
         }
         HeadRows::Q8_0(r) => {
-            let nb = hd / QK8_0;
+            let nb = hd / QK;
             q8_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
+        }
+        HeadRows::Q4_0(r) => {
+            let nb = hd / QK;
+            q4_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
         }
     }
 }
@@ -313,6 +340,7 @@ fn weighted_sum_with(level: Level, p: &[f32], values: HeadRows<'_>, hd: usize, o
                 HeadRows::F32(v) => avx2::weighted_sum_f32(p, v, hd, out),
                 HeadRows::F16(v) => avx2::weighted_sum_f16(p, v, hd, out),
                 HeadRows::Q8_0(v) => avx2::weighted_sum_q8_0(p, v, hd, out),
+                HeadRows::Q4_0(v) => avx2::weighted_sum_q4_0(p, v, hd, out),
             }
         }
         return;
@@ -339,11 +367,23 @@ fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f3
             }
         }
         HeadRows::Q8_0(v) => {
-            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd / QK8_0)) {
-                for (ob, b) in out.chunks_exact_mut(QK8_0).zip(vj) {
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd / QK)) {
+                for (ob, b) in out.chunks_exact_mut(QK).zip(vj) {
                     let w = pj * b.d.to_f32();
                     for (o, &x) in ob.iter_mut().zip(&b.qs) {
                         *o += w * f32::from(x);
+                    }
+                }
+            }
+        }
+        HeadRows::Q4_0(v) => {
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd / QK)) {
+                for (ob, b) in out.chunks_exact_mut(QK).zip(vj) {
+                    let w = pj * b.d.to_f32();
+                    let (lo, hi) = ob.split_at_mut(QK / 2);
+                    for ((&x, l), h) in b.qs.iter().zip(lo).zip(hi) {
+                        *l += w * (f32::from(x & 0x0f) - 8.0);
+                        *h += w * (f32::from(x >> 4) - 8.0);
                     }
                 }
             }
@@ -358,6 +398,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use half::f16;
+    use xverse_quant::blocks::q4_0::BlockQ4_0;
     use xverse_quant::blocks::q8_0::BlockQ8_0;
 
     /// Sum of the 8 lanes.
@@ -568,6 +609,84 @@ mod avx2 {
         }
     }
 
+    /// The 32 quants of a Q4_0 block in element order as signed bytes (`q - 8`, -8..=7):
+    /// the 16 low nibbles (elements 0..16), then the 16 high nibbles (elements 16..32).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0_quants(b: &BlockQ4_0) -> (__m128i, __m128i) {
+        // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
+        let x = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+        let m4 = _mm_set1_epi8(0x0f);
+        let eight = _mm_set1_epi8(8);
+        let lo = _mm_sub_epi8(_mm_and_si128(x, m4), eight);
+        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), m4), eight);
+        (lo, hi)
+    }
+
+    /// `s[j] = q·row_j * scale` for Q4_0 rows of `q.len()` blocks and a Q8_0 query: per block
+    /// an exact integer product scaled by both blocks' scales (ggml's `vec_dot_q4_0_q8_0`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores_q4_0(q: &[BlockQ8_0], k: &[BlockQ4_0], scale: f32, s: &mut [f32]) {
+        let nb = q.len();
+        if nb == 0 {
+            s.fill(0.0);
+            return;
+        }
+        for (sj, row) in s.iter_mut().zip(k.chunks_exact(nb)) {
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in q.iter().zip(row) {
+                // SAFETY: the CPU has the features (the caller's contract); `a.qs` is 32
+                // readable bytes, the load unaligned.
+                let isum = unsafe {
+                    let (lo, hi) = q4_0_quants(b);
+                    let x = _mm256_set_m128i(hi, lo);
+                    let y = _mm256_loadu_si256(a.qs.as_ptr().cast());
+                    _mm256_cvtepi32_ps(mul_sum_i8(x, y))
+                };
+                let d = _mm256_set1_ps(a.d.to_f32() * b.d.to_f32());
+                acc = _mm256_fmadd_ps(d, isum, acc);
+            }
+            // SAFETY: as above.
+            *sj = unsafe { hsum(acc) } * scale;
+        }
+    }
+
+    /// `out += Σ_j p[j] row_j` for Q4_0 rows of `hd / 32` blocks.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_q4_0(p: &[f32], v: &[BlockQ4_0], hd: usize, out: &mut [f32]) {
+        let nb = hd / 32;
+        if nb == 0 {
+            return;
+        }
+        let out = &mut out[..nb * 32];
+        let op = out.as_mut_ptr();
+        for (&pj, row) in p.iter().zip(v.chunks_exact(nb)) {
+            for (bi, b) in row.iter().enumerate() {
+                let w = _mm256_set1_ps(pj * b.d.to_f32());
+                // SAFETY: the CPU has the features (the caller's contract).
+                let (lo, hi) = unsafe { q4_0_quants(b) };
+                let parts = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+                for (c, q8) in parts.into_iter().enumerate() {
+                    // SAFETY: out has nb * 32 elements, so bi * 32 + 8c + 8 is within it.
+                    unsafe {
+                        let x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+                        let o = op.add(bi * 32 + 8 * c);
+                        _mm256_storeu_ps(o, _mm256_fmadd_ps(w, x, _mm256_loadu_ps(o)));
+                    }
+                }
+            }
+        }
+    }
+
     /// `out += Σ_j p[j] row_j` for Q8_0 rows of `hd / 32` blocks.
     ///
     /// # Safety
@@ -695,12 +814,12 @@ mod avx2 {
 /// tests' reference and for `XVERSE_ATTENTION=reference`.
 ///
 /// As in ggml, the query's product with an f16 cache is taken on the query rounded to f16
-/// (with a q8_0 cache: quantized to Q8_0); the attention weights stay f32 (b2757's CPU path
+/// (with q8_0 or q4_0 keys: quantized to Q8_0); the attention weights stay f32 (b2757's CPU path
 /// multiplies them with the f16 values without rounding them).
 pub fn attention_reference(
     hp: &Hparams,
     cache: &LayerCache,
-    cache_type: CacheType,
+    cache_type: KvTypes,
     q: &[f32],
     pos0: usize,
     n_tokens: usize,
@@ -725,10 +844,12 @@ pub fn attention_reference(
             for (t, out_t) in out.chunks_exact_mut(hd).enumerate() {
                 let pos = pos0 + t;
                 let mut qh = q[t * dim + h * hd..t * dim + (h + 1) * hd].to_vec();
-                match cache_type {
+                match cache_type.k {
                     CacheType::F32 => {}
                     CacheType::F16 => round_f16(&mut qh),
-                    CacheType::Q8_0 => round_activations(GgmlType::Q8_0, &mut qh, hd)?,
+                    CacheType::Q8_0 | CacheType::Q4_0 => {
+                        round_activations(GgmlType::Q8_0, &mut qh, hd)?
+                    }
                 }
                 // scores of the positions up to this token's own (causal mask)
                 let s = &mut scores[..=pos];
@@ -804,13 +925,13 @@ mod tests {
         // one head of 2 dims, two cached positions: k0 = (1, 0), k1 = (0, 1), v0 = (1, 2),
         // v1 = (3, 4). Query (2, 0) at position 1: scores (2, 0)/sqrt(2), softmax, mix.
         let p = hp(1, 1, 2);
-        let mut c = KvCache::new(CacheType::F32, 1, 4, 1, 2).unwrap();
+        let mut c = KvCache::new(CacheType::F32.into(), 1, 4, 1, 2).unwrap();
         c.layer_mut(0)
             .store(0, &[1.0, 0.0, 0.0, 1.0], &[1.0, 2.0, 3.0, 4.0])
             .unwrap();
         for level in levels() {
             let att = |q: &[f32], pos0, n| {
-                attention_with(level, &p, c.layer(0), CacheType::F32, q, pos0, n).unwrap()
+                attention_with(level, &p, c.layer(0), CacheType::F32.into(), q, pos0, n).unwrap()
             };
             let out = att(&[2.0, 0.0], 1, 1);
             let s0 = 2.0 / 2f32.sqrt();
@@ -831,14 +952,22 @@ mod tests {
     fn grouped_query_heads_share_kv_heads() {
         // 4 query heads, 2 kv heads: heads 0, 1 read kv head 0; heads 2, 3 read kv head 1
         let p = hp(4, 2, 2);
-        let mut c = KvCache::new(CacheType::F32, 1, 4, 2, 2).unwrap();
+        let mut c = KvCache::new(CacheType::F32.into(), 1, 4, 2, 2).unwrap();
         // one position: kv head 0 values (1, 1), kv head 1 values (5, 5)
         c.layer_mut(0)
             .store(0, &[0.0, 0.0, 0.0, 0.0], &[1.0, 1.0, 5.0, 5.0])
             .unwrap();
         for level in levels() {
-            let out =
-                attention_with(level, &p, c.layer(0), CacheType::F32, &[0.3; 8], 0, 1).unwrap();
+            let out = attention_with(
+                level,
+                &p,
+                c.layer(0),
+                CacheType::F32.into(),
+                &[0.3; 8],
+                0,
+                1,
+            )
+            .unwrap();
             assert_eq!(
                 out,
                 vec![1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0],
@@ -847,13 +976,23 @@ mod tests {
         }
     }
 
-    /// Every level on the same random cache and queries, every cache type, head sizes with
-    /// and without a tail of the 8-lane vectors, decode and prompts: close to the reference.
+    /// Every level on the same random cache and queries, every cache type (and keys and
+    /// values of different types), head sizes with and without a tail of the 8-lane vectors,
+    /// decode and prompts: close to the reference.
     #[test]
     fn levels_agree_with_the_reference() {
+        let mut types: Vec<KvTypes> = CacheType::ALL.into_iter().map(KvTypes::from).collect();
+        for (k, v) in [
+            (CacheType::Q8_0, CacheType::Q4_0),
+            (CacheType::Q4_0, CacheType::F16),
+            (CacheType::F16, CacheType::Q8_0),
+            (CacheType::F32, CacheType::Q4_0),
+        ] {
+            types.push(KvTypes { k, v });
+        }
         for (heads, kv_heads, hd) in [(4, 2, 32), (2, 2, 64), (3, 1, 20), (2, 1, 128)] {
-            for ty in CacheType::ALL {
-                if ty == CacheType::Q8_0 && hd % 32 != 0 {
+            for &ty in &types {
+                if hd % ty.k.block_elems() as u32 != 0 || hd % ty.v.block_elems() as u32 != 0 {
                     continue;
                 }
                 let p = hp(heads, kv_heads, hd);
@@ -870,7 +1009,8 @@ mod tests {
                         attention_with(Level::Reference, &p, c.layer(0), ty, &q, pos0, n).unwrap();
                     for level in levels() {
                         let got = attention_with(level, &p, c.layer(0), ty, &q, pos0, n).unwrap();
-                        let tol = if ty == CacheType::Q8_0 { 2e-3 } else { 2e-5 };
+                        let quantized_query = matches!(ty.k, CacheType::Q8_0 | CacheType::Q4_0);
+                        let tol = if quantized_query { 2e-3 } else { 2e-5 };
                         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (a - b).abs() <= tol,
@@ -916,8 +1056,8 @@ mod tests {
                     weighted_sum_scalar(&p, keys, hd, &mut b);
                     close(&a, &b, 1e-5, "weighted sum");
                 }
-                if hd % QK8_0 == 0 {
-                    let nb = hd / QK8_0;
+                if hd % QK == 0 {
+                    let nb = hd / QK;
                     let mut qb = vec![bytemuck::Zeroable::zeroed(); nb];
                     q8_0::quantize_row(&qf, &mut qb);
                     let mut kb = vec![bytemuck::Zeroable::zeroed(); n * nb];
@@ -934,6 +1074,33 @@ mod tests {
                     weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
                     weighted_sum_scalar(&p, keys, hd, &mut b);
                     close(&a, &b, 1e-5, "q8_0 weighted sum");
+
+                    // q4_0 rows, the same Q8_0 query
+                    let mut kb = vec![bytemuck::Zeroable::zeroed(); n * nb];
+                    for (row, blocks) in kf.chunks_exact(hd).zip(kb.chunks_exact_mut(nb)) {
+                        q4_0::quantize_row(row, blocks);
+                    }
+                    let keys = HeadRows::Q4_0(&kb);
+                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                    scores_with(Level::Avx2, &Query::Q8(&qb), keys, hd, scale, &mut a);
+                    scores_scalar(&Query::Q8(&qb), keys, hd, scale, &mut b);
+                    close(&a, &b, 1e-5, "q4_0 scores");
+                    // against the dequantized rows too (the integer kernel is not just
+                    // consistent with itself)
+                    let (mut kd, mut qd) = (vec![0f32; n * hd], vec![0f32; hd]);
+                    q4_0::dequantize_row(&kb, &mut kd);
+                    q8_0::dequantize_row(&qb, &mut qd);
+                    let mut c = vec![0f32; n];
+                    scores_scalar(&Query::F32(&qd), HeadRows::F32(&kd), hd, scale, &mut c);
+                    close(&a, &c, 1e-4, "q4_0 scores vs f32");
+                    let p = values(n, 9, 1.0);
+                    let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                    weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
+                    weighted_sum_scalar(&p, keys, hd, &mut b);
+                    close(&a, &b, 1e-5, "q4_0 weighted sum");
+                    let mut c = vec![0f32; hd];
+                    weighted_sum_scalar(&p, HeadRows::F32(&kd), hd, &mut c);
+                    close(&a, &c, 1e-5, "q4_0 weighted sum vs f32");
                 }
             }
         }

@@ -29,7 +29,7 @@ use super::matmul::matmul;
 use super::ops::{add, rmsnorm, rope_angles, rope_pairs, swiglu};
 use crate::error::RuntimeError;
 use crate::hparams::Hparams;
-use crate::kv_cache::{CacheType, LayerCache};
+use crate::kv_cache::{KvTypes, LayerCache};
 use crate::model::{LayerWeights, Weight};
 
 /// Writes the embedding rows of `tokens` into `hidden` (`n_tokens × hidden`); any weight type
@@ -83,7 +83,7 @@ pub fn layer(
     hp: &Hparams,
     w: &LayerWeights<'_>,
     cache: &mut LayerCache,
-    cache_type: CacheType,
+    cache_type: KvTypes,
     hidden: &mut [f32],
     pos0: usize,
     n_tokens: usize,

@@ -598,7 +598,7 @@ mod tests {
         }
     }
 
-    /// A Q4_0 or Q4_K weight with its whole groups of eight rows repacked gives the row
+    /// A Q4_0, Q4_K, Q6_K or Q8_0 weight with its whole groups of eight rows repacked gives the row
     /// kernels' numbers (to float rounding: the packed kernels use fused multiply-adds) for
     /// decode and prompts, with a tail of rows outside the groups, on one and three threads.
     #[test]
@@ -608,7 +608,12 @@ mod tests {
             .map(|i| ((i as f32) * 0.37).sin() * 0.05)
             .collect();
         // a byte of row 0's quants in each layout
-        for (ty, row0_quant) in [(GgmlType::Q4_0, 16), (GgmlType::Q4K, 160)] {
+        for (ty, row0_quant) in [
+            (GgmlType::Q4_0, 16),
+            (GgmlType::Q4K, 160),
+            (GgmlType::Q6K, 144),
+            (GgmlType::Q8_0, 16),
+        ] {
             let format = packed::format(ty).unwrap();
             let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
             blocks::quantize_row(ty, &wf, &mut bytes).unwrap();

@@ -248,24 +248,42 @@ impl<'m> Context<'m> {
     /// A context of `n_ctx` positions (also the batch size), 1 thread, seed 1, llama.cpp's
     /// default F16 KV cache.
     pub fn new(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
-        Context::create(model, n_ctx, false, 1)
+        Context::create(model, n_ctx, None, 1)
     }
 
     /// As [`Context::new`], with `n_threads` threads for both single tokens and batches
     /// (ggml's workers busy-wait between graph nodes: fine for a benchmark, not for a test
     /// sharing a small machine).
     pub fn with_threads(model: &'m Model, n_ctx: u32, n_threads: u32) -> Result<Context<'m>> {
-        Context::create(model, n_ctx, false, n_threads)
+        Context::create(model, n_ctx, None, n_threads)
     }
 
     /// As [`Context::new`], with the KV cache in F32 (`type_k = type_v = GGML_TYPE_F32`), so that
     /// the cache adds no rounding of its own: the logits then show the precision of the
     /// model file alone.
     pub fn with_f32_kv_cache(model: &'m Model, n_ctx: u32) -> Result<Context<'m>> {
-        Context::create(model, n_ctx, true, 1)
+        let f32 = sys::ggml_type_GGML_TYPE_F32;
+        Context::create(model, n_ctx, Some((f32, f32)), 1)
     }
 
-    fn create(model: &'m Model, n_ctx: u32, f32_kv: bool, n_threads: u32) -> Result<Context<'m>> {
+    /// As [`Context::new`], with keys cached as `type_k` and values as `type_v` (ggml type
+    /// ids; b2757 without flash attention takes quantized keys, e.g. Q8_0 or Q4_0, but only
+    /// F16/F32 values).
+    pub fn with_kv_types(
+        model: &'m Model,
+        n_ctx: u32,
+        type_k: sys::ggml_type,
+        type_v: sys::ggml_type,
+    ) -> Result<Context<'m>> {
+        Context::create(model, n_ctx, Some((type_k, type_v)), 1)
+    }
+
+    fn create(
+        model: &'m Model,
+        n_ctx: u32,
+        kv_types: Option<(sys::ggml_type, sys::ggml_type)>,
+        n_threads: u32,
+    ) -> Result<Context<'m>> {
         backend_init();
         if n_ctx == 0 {
             return err("n_ctx must be positive");
@@ -284,9 +302,9 @@ impl<'m> Context<'m> {
         params.n_threads_batch = n_threads;
         params.logits_all = false;
         params.embeddings = false;
-        if f32_kv {
-            params.type_k = sys::ggml_type_GGML_TYPE_F32;
-            params.type_v = sys::ggml_type_GGML_TYPE_F32;
+        if let Some((k, v)) = kv_types {
+            params.type_k = k;
+            params.type_v = v;
         }
         // SAFETY: `model` is live for 'm (borrowed); `params` is the defaults with plain fields
         // changed (callbacks and their user data stay null). Returns null on failure.

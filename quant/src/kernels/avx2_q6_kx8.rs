@@ -1,0 +1,213 @@
+//! AVX2 kernels for Q6_K weights packed eight rows at a time ([`super::q6_kx8`] has the layout
+//! and the scalar reference).
+//!
+//! Per super-block column and 16-quant sub-block: three 32-byte loads give the sub-block's 16
+//! quants of each row as four vectors of unsigned bytes 0..=63 (4 quants per vector, row `j`
+//! in 32-bit lane `j`; three by a mask, the fourth gathered from the top bit pairs). Each is
+//! multiplied (`maddubs`) with a 4-byte broadcast of the activation quants; two products are
+//! summed in 16-bit lanes (at most 2 · 2 · 63 · 128 = 32,256 in magnitude, so no
+//! saturation), and one `madd` per pair with the eight rows' scales (row `j`'s in both 16-bit
+//! halves of lane `j`, a byte shuffle of the sign-extended scale pairs) widens and scales
+//! them. The `−32` offset is eight more `madd`s per column of the same sign-extended scale
+//! pairs with the activation's sub-block sum pairs, and one fused multiply-add per
+//! super-block applies `d · d_y` for the eight rows at once.
+
+use super::avx2::{load16, load32};
+use super::avx2_q4_0x8::{broadcast4, lanes};
+use super::q6_kx8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
+use super::scalar::{f32_at, Q8_K_BYTES};
+use std::arch::x86_64::*;
+
+/// Offset of the scale pairs in a column.
+const SCALES: usize = 2 * ROWS;
+/// Offset of the quant planes in a column.
+const QUANTS: usize = SCALES + ROWS * 16;
+
+/// Scale pair `p` of the eight rows (bytes `16 + 16p ..`) as i16: lane `j` = row `j`'s scales
+/// of sub-blocks `2p` (low half) and `2p + 1` (high half).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale_pair(col: &[u8], p: usize) -> __m256i {
+    _mm256_cvtepi8_epi16(load16(&col[SCALES + 16 * p..]))
+}
+
+/// From a [`scale_pair`], the even (`K = 0`) or odd (`K = 1`) sub-block's scale of row `j` in
+/// both 16-bit halves of lane `j`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn spread<const K: usize>(pair: __m256i) -> __m256i {
+    let (a, b) = (2 * K as i8, 2 * K as i8 + 1);
+    let idx = _mm256_setr_epi8(
+        a,
+        b,
+        a,
+        b,
+        a + 4,
+        b + 4,
+        a + 4,
+        b + 4,
+        a + 8,
+        b + 8,
+        a + 8,
+        b + 8,
+        a + 12,
+        b + 12,
+        a + 12,
+        b + 12,
+        a,
+        b,
+        a,
+        b,
+        a + 4,
+        b + 4,
+        a + 4,
+        b + 4,
+        a + 8,
+        b + 8,
+        a + 8,
+        b + 8,
+        a + 12,
+        b + 12,
+        a + 12,
+        b + 12,
+    );
+    _mm256_shuffle_epi8(pair, idx)
+}
+
+/// The four quant vectors of sub-block `s`: vector `k` holds quants `16s + 4k .. + 4` of row
+/// `j` in lane `j`, as bytes 0..=63.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quants(col: &[u8], s: usize) -> [__m256i; 4] {
+    let low6 = _mm256_set1_epi8(0x3f);
+    let top2 = _mm256_set1_epi8(0xc0u8 as i8);
+    let base = QUANTS + 96 * s;
+    let v0 = load32(&col[base..]);
+    let v1 = load32(&col[base + 32..]);
+    let v2 = load32(&col[base + 64..]);
+    // the top bit pairs moved to bits 0-1, 2-3, 4-5: each masked first, so no bit crosses
+    // into the byte below in the 16-bit shifts
+    let h0 = _mm256_srli_epi16(_mm256_and_si256(v0, top2), 6);
+    let h1 = _mm256_srli_epi16(_mm256_and_si256(v1, top2), 4);
+    let h2 = _mm256_srli_epi16(_mm256_and_si256(v2, top2), 2);
+    [
+        _mm256_and_si256(v0, low6),
+        _mm256_and_si256(v1, low6),
+        _mm256_and_si256(v2, low6),
+        _mm256_or_si256(_mm256_or_si256(h0, h1), h2),
+    ]
+}
+
+/// `isum + sc_s · Σ u · q` of sub-block `s` for the eight rows (`u`: its [`quants`], `sc`:
+/// its [`spread`] scales, `q`: the activation quants of the super-block).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub_products(u: &[__m256i; 4], sc: __m256i, q: &[u8], s: usize, isum: __m256i) -> __m256i {
+    let m = |i: usize| _mm256_maddubs_epi16(u[i], broadcast4(q, 16 * s + 4 * i));
+    let lo = _mm256_add_epi16(m(0), m(1));
+    let hi = _mm256_add_epi16(m(2), m(3));
+    let isum = _mm256_add_epi32(isum, _mm256_madd_epi16(lo, sc));
+    _mm256_add_epi32(isum, _mm256_madd_epi16(hi, sc))
+}
+
+/// `Σ_s sc_s · bsum_s` for the eight rows of one column (`pw`: the column's eight
+/// [`super::q6_kx8::bsum_pairs`] words).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn corrections(col: &[u8], pw: &[i32]) -> __m256i {
+    let mut corr = _mm256_setzero_si256();
+    for (p, &w) in pw.iter().enumerate().take(8) {
+        corr = _mm256_add_epi32(
+            corr,
+            _mm256_madd_epi16(scale_pair(col, p), _mm256_set1_epi32(w)),
+        );
+    }
+    corr
+}
+
+/// `acc + d·d_y·(isum − 32·corr)` for the eight rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn accumulate(col: &[u8], dy: f32, isum: __m256i, corr: __m256i, acc: __m256) -> __m256 {
+    let d = _mm256_mul_ps(_mm256_cvtph_ps(load16(col)), _mm256_set1_ps(dy));
+    let isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 5));
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc)
+}
+
+/// The eight rows of `group` · one Q8_K activation row `act` with sub-block sum pairs `pairs`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
+/// slice would panic, never read out of bounds.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemv(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
+    let mut acc = _mm256_setzero_ps();
+    for ((col, by), pw) in group
+        .chunks_exact(GROUP_BLOCK_BYTES)
+        .zip(act.chunks_exact(Q8_K_BYTES))
+        .zip(pairs.chunks_exact(8))
+    {
+        let q = &by[4..];
+        let mut isum = _mm256_setzero_si256();
+        for p in 0..8 {
+            let pair = scale_pair(col, p);
+            isum = sub_products(&quants(col, 2 * p), spread::<0>(pair), q, 2 * p, isum);
+            isum = sub_products(
+                &quants(col, 2 * p + 1),
+                spread::<1>(pair),
+                q,
+                2 * p + 1,
+                isum,
+            );
+        }
+        let corr = corrections(col, pw);
+        acc = accumulate(col, f32_at(by, 0), isum, corr, acc);
+    }
+    lanes(acc)
+}
+
+/// `out[j · acts.len() + t]` = row `j` of `group` · `acts[t]` for up to [`TILE_TOKENS`]
+/// activation rows (each weight vector loaded and unpacked once for all of them).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `acts.len() <= TILE_TOKENS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
+    match acts.len() {
+        1 => gemm_n::<1>(group, acts, pairs, out),
+        2 => gemm_n::<2>(group, acts, pairs, out),
+        3 => gemm_n::<3>(group, acts, pairs, out),
+        4 => gemm_n::<4>(group, acts, pairs, out),
+        _ => out.fill(0.0),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
+    const { assert!(NT <= TILE_TOKENS) };
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_K_BYTES..][..Q8_K_BYTES]);
+        let mut isum = [_mm256_setzero_si256(); NT];
+        for p in 0..8 {
+            let pair = scale_pair(col, p);
+            let sc = [spread::<0>(pair), spread::<1>(pair)];
+            for (k, &sc) in sc.iter().enumerate() {
+                let s = 2 * p + k;
+                let u = quants(col, s);
+                for t in 0..NT {
+                    isum[t] = sub_products(&u, sc, &by[t][4..], s, isum[t]);
+                }
+            }
+        }
+        for t in 0..NT {
+            let corr = corrections(col, &pairs[t][8 * b..8 * b + 8]);
+            acc[t] = accumulate(col, f32_at(by[t], 0), isum[t], corr, acc[t]);
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        for (j, v) in lanes(*a).into_iter().enumerate() {
+            out[j * NT + t] = v;
+        }
+    }
+}

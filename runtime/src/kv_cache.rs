@@ -279,6 +279,19 @@ pub enum HeadRows<'a> {
     Q4_0(&'a [BlockQ4_0]),
 }
 
+impl<'a> HeadRows<'a> {
+    /// Rows `range` of these (rows of `head_dim` elements), as stored.
+    pub fn rows(self, range: std::ops::Range<usize>, head_dim: usize) -> HeadRows<'a> {
+        let (a, b) = (range.start, range.end);
+        match self {
+            HeadRows::F32(r) => HeadRows::F32(&r[a * head_dim..b * head_dim]),
+            HeadRows::F16(r) => HeadRows::F16(&r[a * head_dim..b * head_dim]),
+            HeadRows::Q8_0(r) => HeadRows::Q8_0(&r[a * head_dim / QK..b * head_dim / QK]),
+            HeadRows::Q4_0(r) => HeadRows::Q4_0(&r[a * head_dim / QK..b * head_dim / QK]),
+        }
+    }
+}
+
 impl Rows {
     /// The first `n` elements (whole rows), as stored.
     fn head_rows(&self, n: usize) -> HeadRows<'_> {

@@ -3,7 +3,7 @@
 //! behind one table of functions so the runtime's repacking and matrix products need not know
 //! which one they hold.
 
-use super::{q4_0x8, q4_kx8, q6_kx8, q8_0x8, simd_level, SimdLevel};
+use super::{effective, hardware_level, q4_0x8, q4_kx8, q6_kx8, q8_0x8, simd_level, SimdLevel};
 use crate::types::GgmlType;
 
 /// Rows in one packed group (every layout).
@@ -105,6 +105,94 @@ pub(super) fn gemm_tiles(
             out[j * nt + c * TILE_TOKENS..][..k].copy_from_slice(&buf[j * k..(j + 1) * k]);
         }
     }
+}
+
+/// What a packed layout's module gives the entry points that all layouts share
+/// ([`gemv_with`], [`gemm_with`]): its length check, its scalar reference and its AVX2
+/// kernels.
+pub(super) trait Layout {
+    /// Whether `group`, `act` and `prep` are the lengths of a group and one prepared
+    /// activation row of `n` weights.
+    fn lengths_ok(n: usize, group: &[u8], act: &[u8], prep: &[i32]) -> bool;
+    /// The scalar reference for one activation row (lengths checked).
+    fn gemv_scalar(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS];
+    /// The AVX2 kernel for one activation row (lengths checked).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS];
+    /// The AVX2 kernel for at most [`TILE_TOKENS`] activation rows (lengths checked), output
+    /// `[j · acts.len() + t]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]);
+}
+
+/// A layout's `gemv_with`: `out[j]` = row `j` of the group · the activation row `act`
+/// (`prep`: its prepared words), with the best kernel `<= level` this CPU runs; zeros where a
+/// length is wrong.
+pub(super) fn gemv_with<L: Layout>(
+    level: SimdLevel,
+    n: usize,
+    group: &[u8],
+    act: &[u8],
+    prep: &[i32],
+    out: &mut [f32; ROWS],
+) {
+    if !L::lengths_ok(n, group, act, prep) {
+        *out = [0.0; ROWS];
+        return;
+    }
+    let level = effective(level, hardware_level());
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+        // F16C; the lengths were checked above.
+        *out = unsafe { L::avx2_gemv(group, act, prep) };
+        return;
+    }
+    let _ = level;
+    *out = L::gemv_scalar(group, act, prep);
+}
+
+/// A layout's `gemm_with`: `out[j · acts.len() + t]` = row `j` of the group · activation row
+/// `acts[t]` (`preps[t]`: its prepared words), for any number of activation rows, with the
+/// best kernels `<= level` this CPU runs; zeros where a length is wrong.
+pub(super) fn gemm_with<L: Layout>(
+    level: SimdLevel,
+    n: usize,
+    group: &[u8],
+    acts: &[&[u8]],
+    preps: &[&[i32]],
+    out: &mut [f32],
+) {
+    let level = effective(level, hardware_level());
+    gemm_tiles(
+        acts,
+        preps,
+        out,
+        |a, p| L::lengths_ok(n, group, a, p),
+        |a, p, tile| {
+            #[cfg(target_arch = "x86_64")]
+            if level >= SimdLevel::Avx2 {
+                // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA
+                // and F16C; `gemm_tiles` checked every length and passes at most
+                // TILE_TOKENS rows.
+                unsafe { L::avx2_gemm(group, a, p, tile) };
+                return;
+            }
+            let _ = level;
+            for (t, (a1, p1)) in a.iter().zip(p).enumerate() {
+                let v = L::gemv_scalar(group, a1, p1);
+                for (j, x) in v.into_iter().enumerate() {
+                    tile[j * a.len() + t] = x;
+                }
+            }
+        },
+    );
 }
 
 /// Whether the packed kernels have a SIMD path at [`simd_level`] (where they do not, the

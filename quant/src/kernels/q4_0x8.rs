@@ -24,7 +24,7 @@
 //! exactly [`super::scalar::q4_0_q8_0`] of each unpacked row.
 
 use super::scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
-use super::{effective, hardware_level, simd_level, SimdLevel};
+use super::{packed, simd_level, SimdLevel};
 
 /// Rows in one packed group.
 pub const ROWS: usize = 8;
@@ -125,20 +125,7 @@ pub fn gemv_with(
     sums: &[i32],
     out: &mut [f32; ROWS],
 ) {
-    if !lengths_ok(n, group, act, sums) {
-        *out = [0.0; ROWS];
-        return;
-    }
-    let level = effective(level, hardware_level());
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
-        // F16C; the lengths were checked above.
-        *out = unsafe { super::avx2_q4_0x8::gemv(group, act, sums) };
-        return;
-    }
-    let _ = level;
-    *out = gemv_scalar(group, act, sums);
+    packed::gemv_with::<Q4_0x8>(level, n, group, act, sums, out)
 }
 
 /// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`sums[t]`:
@@ -157,31 +144,32 @@ pub fn gemm_with(
     sums: &[&[i32]],
     out: &mut [f32],
 ) {
-    let level = effective(level, hardware_level());
-    super::packed::gemm_tiles(
-        acts,
-        sums,
-        out,
-        |a, p| lengths_ok(n, group, a, p),
-        |a, p, tile| gemm_tile(level, group, a, p, tile),
-    );
+    packed::gemm_with::<Q4_0x8>(level, n, group, acts, sums, out)
 }
 
-/// One tile of at most [`TILE_TOKENS`] activation rows (lengths checked).
-fn gemm_tile(level: SimdLevel, group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
-        // F16C; the caller checked every length and passes at most TILE_TOKENS rows.
-        unsafe { super::avx2_q4_0x8::gemm(group, acts, sums, out) };
-        return;
+/// This layout's parts of the shared entry points.
+struct Q4_0x8;
+
+impl packed::Layout for Q4_0x8 {
+    fn lengths_ok(n: usize, group: &[u8], act: &[u8], prep: &[i32]) -> bool {
+        lengths_ok(n, group, act, prep)
     }
-    let _ = level;
-    for (t, (a, s)) in acts.iter().zip(sums).enumerate() {
-        let v = gemv_scalar(group, a, s);
-        for (j, x) in v.into_iter().enumerate() {
-            out[j * acts.len() + t] = x;
-        }
+
+    fn gemv_scalar(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS] {
+        gemv_scalar(group, act, prep)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS] {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked.
+        unsafe { super::avx2_q4_0x8::gemv(group, act, prep) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]) {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked, at most
+        // TILE_TOKENS rows.
+        unsafe { super::avx2_q4_0x8::gemm(group, acts, preps, out) }
     }
 }
 

@@ -21,7 +21,7 @@
 //! row.
 
 use super::scalar::{f16_at, f32_at, k4_scales, Q4_K_BYTES, Q8_K_BYTES};
-use super::{effective, hardware_level, simd_level, SimdLevel};
+use super::{packed, simd_level, SimdLevel};
 use crate::types::QK_K;
 
 /// Rows in one packed group.
@@ -116,20 +116,7 @@ pub fn gemv_with(
     pairs: &[i32],
     out: &mut [f32; ROWS],
 ) {
-    if !lengths_ok(n, group, act, pairs) {
-        *out = [0.0; ROWS];
-        return;
-    }
-    let level = effective(level, hardware_level());
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
-        // F16C; the lengths were checked above.
-        *out = unsafe { super::avx2_q4_kx8::gemv(group, act, pairs) };
-        return;
-    }
-    let _ = level;
-    *out = gemv_scalar(group, act, pairs);
+    packed::gemv_with::<Q4Kx8>(level, n, group, act, pairs, out)
 }
 
 /// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`pairs[t]`:
@@ -148,31 +135,32 @@ pub fn gemm_with(
     pairs: &[&[i32]],
     out: &mut [f32],
 ) {
-    let level = effective(level, hardware_level());
-    super::packed::gemm_tiles(
-        acts,
-        pairs,
-        out,
-        |a, p| lengths_ok(n, group, a, p),
-        |a, p, tile| gemm_tile(level, group, a, p, tile),
-    );
+    packed::gemm_with::<Q4Kx8>(level, n, group, acts, pairs, out)
 }
 
-/// One tile of at most [`TILE_TOKENS`] activation rows (lengths checked).
-fn gemm_tile(level: SimdLevel, group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
-        // F16C; the caller checked every length and passes at most TILE_TOKENS rows.
-        unsafe { super::avx2_q4_kx8::gemm(group, acts, pairs, out) };
-        return;
+/// This layout's parts of the shared entry points.
+struct Q4Kx8;
+
+impl packed::Layout for Q4Kx8 {
+    fn lengths_ok(n: usize, group: &[u8], act: &[u8], prep: &[i32]) -> bool {
+        lengths_ok(n, group, act, prep)
     }
-    let _ = level;
-    for (t, (a, p)) in acts.iter().zip(pairs).enumerate() {
-        let v = gemv_scalar(group, a, p);
-        for (j, x) in v.into_iter().enumerate() {
-            out[j * acts.len() + t] = x;
-        }
+
+    fn gemv_scalar(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS] {
+        gemv_scalar(group, act, prep)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS] {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked.
+        unsafe { super::avx2_q4_kx8::gemv(group, act, prep) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]) {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked, at most
+        // TILE_TOKENS rows.
+        unsafe { super::avx2_q4_kx8::gemm(group, acts, preps, out) }
     }
 }
 

@@ -31,7 +31,7 @@
 //! kernel for activations without −128.
 
 use super::scalar::{f16_at, Q8_0_BYTES};
-use super::{effective, hardware_level, simd_level, SimdLevel};
+use super::{packed, simd_level, SimdLevel};
 
 /// Rows in one packed group.
 pub const ROWS: usize = 8;
@@ -123,20 +123,7 @@ pub fn gemv_with(
     prep: &[i32],
     out: &mut [f32; ROWS],
 ) {
-    if !lengths_ok(n, group, act, prep) {
-        *out = [0.0; ROWS];
-        return;
-    }
-    let level = effective(level, hardware_level());
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
-        // F16C; the lengths were checked above.
-        *out = unsafe { super::avx2_q8_0x8::gemv(group, act) };
-        return;
-    }
-    let _ = level;
-    *out = gemv_scalar(group, act);
+    packed::gemv_with::<Q8_0x8>(level, n, group, act, prep, out)
 }
 
 /// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`preps[t]`:
@@ -152,34 +139,35 @@ pub fn gemm_with(
     n: usize,
     group: &[u8],
     acts: &[&[u8]],
-    preps: &[&[i32]],
+    prep: &[&[i32]],
     out: &mut [f32],
 ) {
-    let level = effective(level, hardware_level());
-    super::packed::gemm_tiles(
-        acts,
-        preps,
-        out,
-        |a, p| lengths_ok(n, group, a, p),
-        |a, _, tile| gemm_tile(level, group, a, tile),
-    );
+    packed::gemm_with::<Q8_0x8>(level, n, group, acts, prep, out)
 }
 
-/// One tile of at most [`TILE_TOKENS`] activation rows (lengths checked).
-fn gemm_tile(level: SimdLevel, group: &[u8], acts: &[&[u8]], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2 {
-        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
-        // F16C; the caller checked every length and passes at most TILE_TOKENS rows.
-        unsafe { super::avx2_q8_0x8::gemm(group, acts, out) };
-        return;
+/// This layout's parts of the shared entry points.
+struct Q8_0x8;
+
+impl packed::Layout for Q8_0x8 {
+    fn lengths_ok(n: usize, group: &[u8], act: &[u8], prep: &[i32]) -> bool {
+        lengths_ok(n, group, act, prep)
     }
-    let _ = level;
-    for (t, a) in acts.iter().enumerate() {
-        let v = gemv_scalar(group, a);
-        for (j, x) in v.into_iter().enumerate() {
-            out[j * acts.len() + t] = x;
-        }
+
+    fn gemv_scalar(group: &[u8], act: &[u8], _prep: &[i32]) -> [f32; ROWS] {
+        gemv_scalar(group, act)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv(group: &[u8], act: &[u8], _prep: &[i32]) -> [f32; ROWS] {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked.
+        unsafe { super::avx2_q8_0x8::gemv(group, act) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], _preps: &[&[i32]], out: &mut [f32]) {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked, at most
+        // TILE_TOKENS rows.
+        unsafe { super::avx2_q8_0x8::gemm(group, acts, out) }
     }
 }
 

@@ -76,17 +76,8 @@ fn main() {
                 w.extend_from_slice(&distinct[i % 16]);
             }
             compare(ty, cols, &w, &act, gdot);
-            if ty == GgmlType::Q4_0 {
-                compare_packed(cols, &w, &act, gdot);
-            }
-            if ty == GgmlType::Q4K {
-                compare_packed_k(cols, &w, &act, gdot);
-            }
-            if ty == GgmlType::Q6K {
-                compare_packed_table("q6_Kx8", ty, cols, &w, &act, gdot);
-            }
-            if ty == GgmlType::Q8_0 {
-                compare_packed_table("q8_0x8", ty, cols, &w, &act, gdot);
+            if kernels::packed::format(ty).is_some() {
+                compare_packed(ty, cols, &w, &act, gdot);
             }
         }
     }
@@ -104,68 +95,10 @@ fn compare(ty: GgmlType, cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
     compare_with(ty.name(), ty, cols, w, act, gdot, ours);
 }
 
-/// Q4_0 rows repacked eight at a time ([`kernels::q4_0x8`]): the packed matrix × vector
-/// kernel against ggml's per-row Q4_0 kernel on the same rows (whole groups of 8 only).
-fn compare_packed(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
-    use kernels::q4_0x8;
-    let row_bytes = GgmlType::Q4_0.bytes_for(cols as u64).unwrap() as usize;
-    let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
-    let gb = q4_0x8::group_bytes(cols).unwrap();
-    let mut packed = vec![0u8; w.len()];
-    for (g, rows) in packed
-        .chunks_exact_mut(gb)
-        .zip(w.chunks_exact(8 * row_bytes))
-    {
-        assert!(q4_0x8::pack(cols, rows, g));
-    }
-    let mut sums = Vec::new();
-    q4_0x8::block_sums(act, &mut sums);
-    let ours = |out: &mut [f32]| {
-        let mut o8 = [0f32; 8];
-        for (o, g) in out.chunks_exact_mut(8).zip(packed.chunks_exact(gb)) {
-            q4_0x8::gemv(cols, black_box(g), act, &sums, &mut o8);
-            o.copy_from_slice(&o8);
-        }
-    };
-    compare_with("q4_0x8", GgmlType::Q4_0, cols, w, act, gdot, ours);
-}
-
-/// Q4_K rows repacked eight at a time ([`kernels::q4_kx8`]), as [`compare_packed`] for Q4_0.
-fn compare_packed_k(cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
-    use kernels::q4_kx8;
-    let row_bytes = GgmlType::Q4K.bytes_for(cols as u64).unwrap() as usize;
-    let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
-    let gb = q4_kx8::group_bytes(cols).unwrap();
-    let mut packed = vec![0u8; w.len() / (8 * row_bytes) * gb];
-    for (g, rows) in packed
-        .chunks_exact_mut(gb)
-        .zip(w.chunks_exact(8 * row_bytes))
-    {
-        assert!(q4_kx8::pack(cols, rows, g));
-    }
-    let mut pairs = Vec::new();
-    q4_kx8::min_pairs(act, &mut pairs);
-    let ours = |out: &mut [f32]| {
-        let mut o8 = [0f32; 8];
-        for (o, g) in out.chunks_exact_mut(8).zip(packed.chunks_exact(gb)) {
-            q4_kx8::gemv(cols, black_box(g), act, &pairs, &mut o8);
-            o.copy_from_slice(&o8);
-        }
-    };
-    compare_with("q4_Kx8", GgmlType::Q4K, cols, w, act, gdot, ours);
-}
-
 /// Rows of `ty` repacked eight at a time by its [`kernels::packed::format`] (whole groups of
 /// 8 only): the packed matrix × vector kernel against ggml's per-row kernel on the same rows,
-/// as [`compare_packed`] for Q4_0, printed as `label`.
-fn compare_packed_table(
-    label: &str,
-    ty: GgmlType,
-    cols: usize,
-    w: &[u8],
-    act: &[u8],
-    gdot: GgmlDot,
-) {
+/// printed as `q4_0x8`, `q4_Kx8`, ….
+fn compare_packed(ty: GgmlType, cols: usize, w: &[u8], act: &[u8], gdot: GgmlDot) {
     let f = kernels::packed::format(ty).expect("a packed layout");
     let row_bytes = ty.bytes_for(cols as u64).unwrap() as usize;
     let w = &w[..w.len() / (8 * row_bytes) * 8 * row_bytes];
@@ -186,7 +119,7 @@ fn compare_packed_table(
             o.copy_from_slice(&o8);
         }
     };
-    compare_with(label, ty, cols, w, act, gdot, ours);
+    compare_with(&format!("{}x8", ty.name()), ty, cols, w, act, gdot, ours);
 }
 
 /// ggml's `vec_dot` function type.
@@ -298,21 +231,9 @@ fn from_file(path: &str, names: &[String]) {
         kernels::quantize_activations(t.ty, &x, &mut act);
         print!("{:<28} ", t.name);
         compare(t.ty, cols, file.view(t).data, &act, gdot);
-        if t.ty == GgmlType::Q4_0 && t.n_rows() >= 8 {
+        if kernels::packed::format(t.ty).is_some() && t.n_rows() >= 8 {
             print!("{:<28} ", t.name);
-            compare_packed(cols, file.view(t).data, &act, gdot);
-        }
-        if t.ty == GgmlType::Q4K && t.n_rows() >= 8 {
-            print!("{:<28} ", t.name);
-            compare_packed_k(cols, file.view(t).data, &act, gdot);
-        }
-        if t.ty == GgmlType::Q6K && t.n_rows() >= 8 {
-            print!("{:<28} ", t.name);
-            compare_packed_table("q6_Kx8", t.ty, cols, file.view(t).data, &act, gdot);
-        }
-        if t.ty == GgmlType::Q8_0 && t.n_rows() >= 8 {
-            print!("{:<28} ", t.name);
-            compare_packed_table("q8_0x8", t.ty, cols, file.view(t).data, &act, gdot);
+            compare_packed(t.ty, cols, file.view(t).data, &act, gdot);
         }
     }
 }

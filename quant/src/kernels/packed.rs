@@ -131,6 +131,58 @@ pub(super) trait Layout {
     unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]);
 }
 
+/// The public entry points of a packed layout's module, over its [`Layout`] `$l`: `gemv`,
+/// `gemv_with`, `gemm` and `gemm_with` ([`gemv_with`] and [`gemm_with`] here at the level
+/// [`simd_level`] gives or at a given one).
+macro_rules! entry_points {
+    ($l:ty) => {
+        /// `out[j]` = row `j` of the group · the activation row `act` (`prep`: its prepared
+        /// words, the layout's `prep` of [`super::packed::Format`]), at
+        /// [`super::simd_level`]. Zeros where a length is wrong.
+        pub fn gemv(
+            n: usize,
+            group: &[u8],
+            act: &[u8],
+            prep: &[i32],
+            out: &mut [f32; $crate::kernels::packed::ROWS],
+        ) {
+            gemv_with($crate::kernels::simd_level(), n, group, act, prep, out)
+        }
+
+        /// [`gemv`] at the best level `<= level` this CPU runs.
+        pub fn gemv_with(
+            level: $crate::kernels::SimdLevel,
+            n: usize,
+            group: &[u8],
+            act: &[u8],
+            prep: &[i32],
+            out: &mut [f32; $crate::kernels::packed::ROWS],
+        ) {
+            $crate::kernels::packed::gemv_with::<$l>(level, n, group, act, prep, out)
+        }
+
+        /// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]`
+        /// (`preps[t]`: its prepared words), for any number of activation rows, at
+        /// [`super::simd_level`]. Zeros where a length is wrong.
+        pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]) {
+            gemm_with($crate::kernels::simd_level(), n, group, acts, preps, out)
+        }
+
+        /// [`gemm`] at the best level `<= level` this CPU runs.
+        pub fn gemm_with(
+            level: $crate::kernels::SimdLevel,
+            n: usize,
+            group: &[u8],
+            acts: &[&[u8]],
+            preps: &[&[i32]],
+            out: &mut [f32],
+        ) {
+            $crate::kernels::packed::gemm_with::<$l>(level, n, group, acts, preps, out)
+        }
+    };
+}
+pub(super) use entry_points;
+
 /// A layout's `gemv_with`: `out[j]` = row `j` of the group · the activation row `act`
 /// (`prep`: its prepared words), with the best kernel `<= level` this CPU runs; zeros where a
 /// length is wrong.

@@ -23,8 +23,8 @@
 //! scalar kernels here are the reference the SIMD ones are tested against, and they compute
 //! exactly [`super::scalar::q4_0_q8_0`] of each unpacked row.
 
+use super::packed;
 use super::scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
-use super::{packed, simd_level, SimdLevel};
 
 /// Rows in one packed group.
 pub const ROWS: usize = 8;
@@ -110,42 +110,7 @@ fn lengths_ok(n: usize, group: &[u8], act: &[u8], sums: &[i32]) -> bool {
     group_bytes(n) == Some(group.len()) && act.len() == n / QK * Q8_0_BYTES && sums.len() == n / QK
 }
 
-/// `out[j]` = row `j` of the group · the Q8_0 activation row `act` (`sums`: its
-/// [`block_sums`]), at [`simd_level`]. Zeros where a length is wrong.
-pub fn gemv(n: usize, group: &[u8], act: &[u8], sums: &[i32], out: &mut [f32; ROWS]) {
-    gemv_with(simd_level(), n, group, act, sums, out)
-}
-
-/// [`gemv`] at the best level `<= level` this CPU runs.
-pub fn gemv_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    act: &[u8],
-    sums: &[i32],
-    out: &mut [f32; ROWS],
-) {
-    packed::gemv_with::<Q4_0x8>(level, n, group, act, sums, out)
-}
-
-/// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`sums[t]`:
-/// its [`block_sums`]), for any number of activation rows, at [`simd_level`]. Zeros where a
-/// length is wrong.
-pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
-    gemm_with(simd_level(), n, group, acts, sums, out)
-}
-
-/// [`gemm`] at the best level `<= level` this CPU runs.
-pub fn gemm_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    acts: &[&[u8]],
-    sums: &[&[i32]],
-    out: &mut [f32],
-) {
-    packed::gemm_with::<Q4_0x8>(level, n, group, acts, sums, out)
-}
+packed::entry_points!(Q4_0x8);
 
 /// This layout's parts of the shared entry points.
 struct Q4_0x8;
@@ -204,7 +169,7 @@ fn gemv_scalar(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
 mod tests {
     use super::super::tests::Rng;
     use super::*;
-    use crate::kernels::{available_levels, scalar};
+    use crate::kernels::{available_levels, scalar, SimdLevel};
 
     /// Eight random Q4_0 rows of `n` (scales in [-1, 1), some subnormal) and a random Q8_0
     /// activation row with quants in [-127, 127] (and -128 where `extreme`).

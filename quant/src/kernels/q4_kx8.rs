@@ -20,8 +20,8 @@
 //! Q8_K `bsums`: [`min_pairs`] packs them two sub-blocks to a 32-bit word once per activation
 //! row.
 
+use super::packed;
 use super::scalar::{f16_at, f32_at, k4_scales, Q4_K_BYTES, Q8_K_BYTES};
-use super::{packed, simd_level, SimdLevel};
 use crate::types::QK_K;
 
 /// Rows in one packed group.
@@ -101,42 +101,7 @@ fn lengths_ok(n: usize, group: &[u8], act: &[u8], pairs: &[i32]) -> bool {
         && pairs.len() == n / QK_K * 4
 }
 
-/// `out[j]` = row `j` of the group · the Q8_K activation row `act` (`pairs`: its
-/// [`min_pairs`]), at [`simd_level`]. Zeros where a length is wrong.
-pub fn gemv(n: usize, group: &[u8], act: &[u8], pairs: &[i32], out: &mut [f32; ROWS]) {
-    gemv_with(simd_level(), n, group, act, pairs, out)
-}
-
-/// [`gemv`] at the best level `<= level` this CPU runs.
-pub fn gemv_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    act: &[u8],
-    pairs: &[i32],
-    out: &mut [f32; ROWS],
-) {
-    packed::gemv_with::<Q4Kx8>(level, n, group, act, pairs, out)
-}
-
-/// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`pairs[t]`:
-/// its [`min_pairs`]), for any number of activation rows, at [`simd_level`]. Zeros where a
-/// length is wrong.
-pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
-    gemm_with(simd_level(), n, group, acts, pairs, out)
-}
-
-/// [`gemm`] at the best level `<= level` this CPU runs.
-pub fn gemm_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    acts: &[&[u8]],
-    pairs: &[&[i32]],
-    out: &mut [f32],
-) {
-    packed::gemm_with::<Q4Kx8>(level, n, group, acts, pairs, out)
-}
+packed::entry_points!(Q4Kx8);
 
 /// This layout's parts of the shared entry points.
 struct Q4Kx8;
@@ -206,7 +171,7 @@ fn gemv_scalar(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
 mod tests {
     use super::super::tests::Rng;
     use super::*;
-    use crate::kernels::{available_levels, quantize_activations, scalar};
+    use crate::kernels::{available_levels, quantize_activations, scalar, SimdLevel};
     use crate::GgmlType;
 
     /// Eight Q4_K rows quantized from random weights (some rows tiny, so subnormal scales) and

@@ -38,8 +38,8 @@
 //! bit for bit [`super::scalar::q6_k_q8_k`] of each unpacked row (the integer sums are the
 //! same integers, the float operations the same in the same order).
 
+use super::packed;
 use super::scalar::{f16_at, f32_at, Q6_K_BYTES, Q8_K_BYTES};
-use super::{packed, simd_level, SimdLevel};
 use crate::types::QK_K;
 
 /// Rows in one packed group.
@@ -193,42 +193,7 @@ fn lengths_ok(n: usize, group: &[u8], act: &[u8], pairs: &[i32]) -> bool {
         && pairs.len() == n / QK_K * 8
 }
 
-/// `out[j]` = row `j` of the group · the Q8_K activation row `act` (`pairs`: its
-/// [`bsum_pairs`]), at [`simd_level`]. Zeros where a length is wrong.
-pub fn gemv(n: usize, group: &[u8], act: &[u8], pairs: &[i32], out: &mut [f32; ROWS]) {
-    gemv_with(simd_level(), n, group, act, pairs, out)
-}
-
-/// [`gemv`] at the best level `<= level` this CPU runs.
-pub fn gemv_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    act: &[u8],
-    pairs: &[i32],
-    out: &mut [f32; ROWS],
-) {
-    packed::gemv_with::<Q6Kx8>(level, n, group, act, pairs, out)
-}
-
-/// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`pairs[t]`:
-/// its [`bsum_pairs`]), for any number of activation rows, at [`simd_level`]. Zeros where a
-/// length is wrong.
-pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: &mut [f32]) {
-    gemm_with(simd_level(), n, group, acts, pairs, out)
-}
-
-/// [`gemm`] at the best level `<= level` this CPU runs.
-pub fn gemm_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    acts: &[&[u8]],
-    pairs: &[&[i32]],
-    out: &mut [f32],
-) {
-    packed::gemm_with::<Q6Kx8>(level, n, group, acts, pairs, out)
-}
+packed::entry_points!(Q6Kx8);
 
 /// This layout's parts of the shared entry points.
 struct Q6Kx8;
@@ -303,7 +268,7 @@ fn gemv_scalar(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
 mod tests {
     use super::super::tests::Rng;
     use super::*;
-    use crate::kernels::{available_levels, quantize_activations, scalar};
+    use crate::kernels::{available_levels, quantize_activations, scalar, SimdLevel};
     use crate::GgmlType;
 
     /// A Q8_K activation block with quants from `q` and its `bsums` computed from them.

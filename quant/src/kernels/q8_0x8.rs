@@ -30,8 +30,8 @@
 //! integer sums, then `sumf += sumi · (d_x · d_y)` in block order), and so does the AVX2
 //! kernel for activations without −128.
 
+use super::packed;
 use super::scalar::{f16_at, Q8_0_BYTES};
-use super::{packed, simd_level, SimdLevel};
 
 /// Rows in one packed group.
 pub const ROWS: usize = 8;
@@ -107,43 +107,7 @@ fn lengths_ok(n: usize, group: &[u8], act: &[u8], prep: &[i32]) -> bool {
     group_bytes(n) == Some(group.len()) && act.len() == n / QK * Q8_0_BYTES && prep.is_empty()
 }
 
-/// `out[j]` = row `j` of the group · the Q8_0 activation row `act` (`prep`: its [`no_prep`],
-/// empty), at [`simd_level`]. Zeros where a length is wrong. The SIMD kernel assumes no
-/// activation quant is −128, as [`super::vec_dot`] does.
-pub fn gemv(n: usize, group: &[u8], act: &[u8], prep: &[i32], out: &mut [f32; ROWS]) {
-    gemv_with(simd_level(), n, group, act, prep, out)
-}
-
-/// [`gemv`] at the best level `<= level` this CPU runs.
-pub fn gemv_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    act: &[u8],
-    prep: &[i32],
-    out: &mut [f32; ROWS],
-) {
-    packed::gemv_with::<Q8_0x8>(level, n, group, act, prep, out)
-}
-
-/// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]` (`preps[t]`:
-/// its [`no_prep`], empty), for any number of activation rows, at [`simd_level`]. Zeros where
-/// a length is wrong.
-pub fn gemm(n: usize, group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]) {
-    gemm_with(simd_level(), n, group, acts, preps, out)
-}
-
-/// [`gemm`] at the best level `<= level` this CPU runs.
-pub fn gemm_with(
-    level: SimdLevel,
-    n: usize,
-    group: &[u8],
-    acts: &[&[u8]],
-    prep: &[&[i32]],
-    out: &mut [f32],
-) {
-    packed::gemm_with::<Q8_0x8>(level, n, group, acts, prep, out)
-}
+packed::entry_points!(Q8_0x8);
 
 /// This layout's parts of the shared entry points.
 struct Q8_0x8;
@@ -200,7 +164,7 @@ fn gemv_scalar(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 mod tests {
     use super::super::tests::Rng;
     use super::*;
-    use crate::kernels::{available_levels, scalar};
+    use crate::kernels::{available_levels, scalar, SimdLevel};
 
     /// Eight random Q8_0 rows of `n` (quants anywhere in [-128, 127], scales in [-1, 1), some
     /// tiny or subnormal) and a random Q8_0 activation row with quants in [-127, 127].

@@ -18,6 +18,19 @@ fn main() {
     println!("{n} columns, one thread, GB/s of source rows");
     println!("| type | from memory | in cache |");
     println!("|---|---|---|");
+    {
+        // the bound: a plain copy of the same bytes
+        let src: Vec<u8> = (0..256usize << 20).map(|i| i as u8).collect();
+        let mut out = vec![0u8; src.len()];
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            out.copy_from_slice(black_box(&src));
+            best = best.min(t.elapsed().as_secs_f64());
+            black_box(&out);
+        }
+        println!("| (copy) | {:.2} | - |", src.len() as f64 / best / 1e9);
+    }
     for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
         let format = packed::format(ty).expect("a packed type");
         let row_bytes = ty.bytes_for(n as u64).expect("whole blocks") as usize;

@@ -614,6 +614,8 @@ mod avx2 {
     struct QueryBlock {
         y: __m256i,
         c: __m256i,
+        /// The sum of `c`'s lanes (Q4_0 keys: `8 · Σ` of the block's quants).
+        c8: i32,
         d: f32,
     }
 
@@ -631,6 +633,7 @@ mod avx2 {
         let zero = QueryBlock {
             y: _mm256_setzero_si256(),
             c: _mm256_setzero_si256(),
+            c8: 0,
             d: 0.0,
         };
         let mut stack = [zero; STACK_BLOCKS];
@@ -679,6 +682,7 @@ mod avx2 {
             QueryBlock {
                 y: _mm256_sign_epi8(x, x),
                 c: x,
+                c8: 0,
                 d: f16_to_f32(a.d),
             }
         };
@@ -724,12 +728,22 @@ mod avx2 {
             QueryBlock {
                 y,
                 c: _mm256_madd_epi16(eights, ones),
+                c8: 8 * a.qs.iter().map(|&x| i32::from(x)).sum::<i32>(),
                 d: f16_to_f32(a.d),
             }
         };
         with_query(q, prep, |qb| {
             let m4 = _mm256_set1_epi8(0x0f);
-            for (sj, row) in s.iter_mut().zip(k.chunks_exact(nb)) {
+            // eight rows at a time: no horizontal sum per row, one scale conversion per block
+            let whole = s.len() / 8 * 8;
+            let (s8, s_rest) = s.split_at_mut(whole);
+            for (s8, rows) in s8.chunks_exact_mut(8).zip(k.chunks_exact(8 * nb)) {
+                // SAFETY: `s8` is 8 floats, `rows` 8 rows of `nb` blocks, the CPU has the
+                // features (the caller's contract).
+                unsafe { scores_q4_0_x8(qb, rows, scale, s8) };
+            }
+            let k = &k[whole * nb..];
+            for (sj, row) in s_rest.iter_mut().zip(k.chunks_exact(nb)) {
                 let mut acc = _mm256_setzero_ps();
                 for (a, b) in qb.iter().zip(row) {
                     // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
@@ -747,6 +761,63 @@ mod avx2 {
         })
     }
 
+    /// [`scores_q4_0`] of eight rows (`rows`: 8 × `qb.len()` blocks) into `s[..8]`, with the
+    /// same integer sums per block; each block's eight row sums are reduced together (16-bit
+    /// horizontal adds: a lane of `maddubs` is at most 2 · 15 · 127 = 3810 in magnitude, and
+    /// two of them add four lanes, 15,240 at most, before `madd` widens to 32 bits), the `−8`
+    /// of every row taken off at once (`8 · Σ` of the query's quants), and the
+    /// eight rows' scales widened by one conversion.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `s` must hold 8 floats, `rows` 8 rows of
+    /// `qb.len()` blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_q4_0_x8(qb: &[QueryBlock], rows: &[BlockQ4_0], scale: f32, s: &mut [f32]) {
+        let nb = qb.len();
+        let (m4, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+        let mut acc = _mm256_setzero_ps();
+        for (bi, a) in qb.iter().enumerate() {
+            let blk = |j: usize| &rows[j * nb + bi];
+            let dot = |j: usize| {
+                let x = blk(j).qs.as_ptr();
+                // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
+                let x = unsafe { _mm_loadu_si128(x.cast()) };
+                let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
+                _mm256_maddubs_epi16(x, a.y)
+            };
+            let h01 = _mm256_hadd_epi16(dot(0), dot(1));
+            let h23 = _mm256_hadd_epi16(dot(2), dot(3));
+            let h45 = _mm256_hadd_epi16(dot(4), dot(5));
+            let h67 = _mm256_hadd_epi16(dot(6), dot(7));
+            // per 128-bit half: rows 0..4 (lo) and 4..8 (hi), four 16-bit partial sums each
+            let lo = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23), ones);
+            let hi = _mm256_madd_epi16(_mm256_hadd_epi16(h45, h67), ones);
+            let sums = _mm256_add_epi32(
+                _mm256_permute2x128_si256(lo, hi, 0x20),
+                _mm256_permute2x128_si256(lo, hi, 0x31),
+            );
+            // the query's 8 · Σ quants, the same for every row
+            let c = _mm256_set1_epi32(a.c8);
+            let isum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, c));
+            let d16 = _mm_setr_epi16(
+                blk(0).d.to_bits() as i16,
+                blk(1).d.to_bits() as i16,
+                blk(2).d.to_bits() as i16,
+                blk(3).d.to_bits() as i16,
+                blk(4).d.to_bits() as i16,
+                blk(5).d.to_bits() as i16,
+                blk(6).d.to_bits() as i16,
+                blk(7).d.to_bits() as i16,
+            );
+            let d = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_set1_ps(a.d));
+            acc = _mm256_fmadd_ps(d, isum, acc);
+        }
+        let acc = _mm256_mul_ps(acc, _mm256_set1_ps(scale));
+        // SAFETY: `s` holds 8 floats (the caller's contract); the store is unaligned.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), acc) };
+    }
+
     /// `out += Σ_j p[j] row_j` for rows of `nb` 32-element blocks, block column by block
     /// column: the 32 outputs of a block stay in four registers while every row's block is
     /// added (the caller passes a few dozen rows at a time, which stay in L1 across the
@@ -756,6 +827,10 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `out` must hold `nb * 32` elements.
+    ///
+    /// `offset` is a constant every widened element is off by (−8 for Q4_0's unsigned
+    /// nibbles): it is added once per output as `offset · Σ_j w_j` (the weights summed in
+    /// their own register) instead of to every element of every row.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn weighted_sum_blocks<B>(
@@ -763,6 +838,7 @@ mod avx2 {
         v: &[B],
         nb: usize,
         out: &mut [f32],
+        offset: f32,
         scale: impl Fn(&B) -> f32,
         widen: impl Fn(&B) -> [__m256; 4],
     ) {
@@ -774,6 +850,7 @@ mod avx2 {
             let op = ob.as_mut_ptr();
             // SAFETY: `ob` is 32 f32; the loads are unaligned.
             let mut acc = unsafe { [0, 8, 16, 24].map(|c| _mm256_loadu_ps(op.add(c))) };
+            let mut sum_w = _mm256_setzero_ps();
             for (&pj, row) in p.iter().zip(v.chunks_exact(nb)) {
                 let b = &row[bi];
                 let w = _mm256_set1_ps(pj * scale(b));
@@ -781,6 +858,13 @@ mod avx2 {
                 for c in 0..4 {
                     acc[c] = _mm256_fmadd_ps(w, x[c], acc[c]);
                 }
+                if offset != 0.0 {
+                    sum_w = _mm256_add_ps(sum_w, w);
+                }
+            }
+            if offset != 0.0 {
+                let off = _mm256_mul_ps(sum_w, _mm256_set1_ps(offset));
+                acc = acc.map(|a| _mm256_add_ps(a, off));
             }
             for (c, a) in acc.into_iter().enumerate() {
                 // SAFETY: as above, stores.
@@ -804,7 +888,7 @@ mod avx2 {
             })
         };
         // SAFETY: the features are the caller's contract; `out` holds `hd` ≥ nb * 32.
-        unsafe { weighted_sum_blocks(p, v, hd / 32, out, |b| f16_to_f32(b.d), widen) }
+        unsafe { weighted_sum_blocks(p, v, hd / 32, out, 0.0, |b| f16_to_f32(b.d), widen) }
     }
 
     /// `out += Σ_j p[j] row_j` for Q4_0 rows of `hd / 32` blocks.
@@ -815,9 +899,9 @@ mod avx2 {
     pub unsafe fn weighted_sum_q4_0(p: &[f32], v: &[BlockQ4_0], hd: usize, out: &mut [f32]) {
         let widen = |b: &BlockQ4_0| {
             let qp = b.qs.as_ptr();
-            let (m4, eight) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(8));
+            let m4 = _mm256_set1_epi32(0x0f);
             // bytes 0..8 and 8..16 widened to 32 bits: low nibbles are elements 0..16, high
-            // nibbles (a shift, no mask) elements 16..32
+            // nibbles (a shift, no mask) elements 16..32; the −8 is the offset below
             // SAFETY: 8 bytes at qs[0..] and qs[8..] are within the block's 16.
             let (t0, t1) = unsafe {
                 (
@@ -831,10 +915,10 @@ mod avx2 {
                 _mm256_srli_epi32(t0, 4),
                 _mm256_srli_epi32(t1, 4),
             ]
-            .map(|q| _mm256_cvtepi32_ps(_mm256_sub_epi32(q, eight)))
+            .map(|q| _mm256_cvtepi32_ps(q))
         };
         // SAFETY: the features are the caller's contract; `out` holds `hd` ≥ nb * 32.
-        unsafe { weighted_sum_blocks(p, v, hd / 32, out, |b| f16_to_f32(b.d), widen) }
+        unsafe { weighted_sum_blocks(p, v, hd / 32, out, -8.0, |b| f16_to_f32(b.d), widen) }
     }
 
     /// `e^x` of 8 lanes (Cephes' `expf`: ≈1 ulp on the range of a softmax, x ≤ 0); 0 below
@@ -1151,7 +1235,7 @@ mod tests {
             return;
         }
         for hd in [8usize, 16, 20, 32, 64, 128] {
-            for n in [0usize, 1, 3, 4, 5, 17, 100] {
+            for n in [0usize, 1, 3, 4, 5, 8, 16, 17, 100] {
                 let scale = 1.0 / (hd as f32).sqrt();
                 let qf = values(hd, 7, 3.0);
                 let kf = values(n * hd, 8, 2.0);
@@ -1227,6 +1311,61 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
+    /// The Q4_0 kernels at the ends of their integer ranges: nibbles all 15 or all 0 against
+    /// query quants of ±127 (the eight-row scores add four `maddubs` lanes in 16 bits, the
+    /// weighted sum takes the −8 off once per output), eight rows and more, exact integers
+    /// against the scalar kernels.
+    #[test]
+    fn avx2_q4_0_kernels_at_the_integer_limits() {
+        if Level::detect() != Level::Avx2 {
+            return;
+        }
+        let (hd, n) = (128usize, 19usize);
+        let nb = hd / QK;
+        for (nib, qv) in [
+            (0xffu8, 127i8),
+            (0xff, -127),
+            (0x00, 127),
+            (0x00, -127),
+            (0xf0, 127),
+        ] {
+            let q = vec![
+                BlockQ8_0 {
+                    d: f16::from_f32(0.5),
+                    qs: [qv; QK],
+                };
+                nb
+            ];
+            let k: Vec<q4_0::BlockQ4_0> = (0..n * nb)
+                .map(|i| q4_0::BlockQ4_0 {
+                    d: f16::from_f32(0.25 + (i % 5) as f32 * 0.125),
+                    qs: [nib; QK / 2],
+                })
+                .collect();
+            let keys = HeadRows::Q4_0(&k);
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            scores_with(Level::Avx2, &Query::Q8(&q), keys, hd, 1.0, &mut a);
+            scores_scalar(&Query::Q8(&q), keys, hd, 1.0, &mut b);
+            for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+                    "nibbles {nib:#x}, query {qv}, row {j}: {x} vs {y}"
+                );
+                assert!(y.abs() > 1000.0, "{y}: the test should reach large sums");
+            }
+            let p = values(n, 3, 1.0);
+            let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+            weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
+            weighted_sum_scalar(&p, keys, hd, &mut b);
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "weighted sum, nibbles {nib:#x} [{i}]: {x} vs {y}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn avx2_softmax_and_exp_match_scalar() {
         if Level::detect() != Level::Avx2 {

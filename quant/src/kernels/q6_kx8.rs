@@ -64,17 +64,28 @@ pub fn group_bytes(n: usize) -> Option<usize> {
 
 /// The 256 unsigned 6-bit quants of one Q6_K block, in element order.
 fn quants_of(blk: &[u8]) -> [u8; QK_K] {
+    const LO: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    const TWO: u64 = 0x0303_0303_0303_0303;
+    let word = |at: usize| u64::from_le_bytes(std::array::from_fn(|i| blk[at + i]));
     let mut u = [0u8; QK_K];
+    // eight quants at a time in a u64: the nibbles and bit pairs never cross a byte
     for half in 0..2 {
-        let ql = &blk[64 * half..64 * half + 64];
-        let qh = &blk[128 + 32 * half..128 + 32 * half + 32];
-        let u = &mut u[128 * half..128 * half + 128];
-        for l in 0..32 {
-            let (a, c, h) = (ql[l], ql[l + 32], qh[l]);
-            u[l] = (a & 0x0f) | (h & 3) << 4;
-            u[l + 32] = (c & 0x0f) | (h >> 2 & 3) << 4;
-            u[l + 64] = (a >> 4) | (h >> 4 & 3) << 4;
-            u[l + 96] = (c >> 4) | (h >> 6) << 4;
+        for l in (0..32).step_by(8) {
+            let (a, c, h) = (
+                word(64 * half + l),
+                word(64 * half + 32 + l),
+                word(128 + 32 * half + l),
+            );
+            let at = 128 * half + l;
+            let quads = [
+                a & LO | (h & TWO) << 4,
+                c & LO | (h >> 2 & TWO) << 4,
+                a >> 4 & LO | (h >> 4 & TWO) << 4,
+                c >> 4 & LO | (h >> 6 & TWO) << 4,
+            ];
+            for (k, q) in quads.into_iter().enumerate() {
+                u[at + 32 * k..at + 32 * k + 8].copy_from_slice(&q.to_le_bytes());
+            }
         }
     }
     u
@@ -110,18 +121,19 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
             .zip(out.chunks_exact_mut(GROUP_BLOCK_BYTES))
         {
             col[2 * j..2 * j + 2].copy_from_slice(&blk[208..210]);
-            for s in 0..16 {
-                col[2 * ROWS + 16 * (s / 2) + 2 * j + s % 2] = blk[192 + s];
+            for p in 0..8 {
+                let at = 2 * ROWS + 16 * p + 2 * j;
+                col[at..at + 2].copy_from_slice(&blk[192 + 2 * p..194 + 2 * p]);
             }
             let u = quants_of(blk);
+            let quad = |at: usize| u32::from_le_bytes(std::array::from_fn(|i| u[at + i]));
             for s in 0..16 {
-                for t in 0..4 {
-                    let e = 16 * s + t;
-                    let (u0, u1, u2, u3) = (u[e], u[e + 4], u[e + 8], u[e + 12]);
-                    let at = QUANTS + 96 * s + 4 * j + t;
-                    col[at] = u0 | (u3 & 3) << 6;
-                    col[at + 32] = u1 | (u3 >> 2 & 3) << 6;
-                    col[at + 64] = u2 | (u3 >> 4) << 6;
+                // four quants at a time: plane v holds u_v | (u_3 >> 2v & 3) << 6 per byte
+                let top = quad(16 * s + 12);
+                for v in 0..3 {
+                    let w = quad(16 * s + 4 * v) | (top >> (2 * v) & 0x0303_0303) << 6;
+                    let at = QUANTS + 96 * s + 32 * v + 4 * j;
+                    col[at..at + 4].copy_from_slice(&w.to_le_bytes());
                 }
             }
         }

@@ -52,6 +52,13 @@ pub fn group_bytes(n: usize) -> Option<usize> {
 /// 34` bytes) into one group (`out`: [`group_bytes`]`(n)` bytes). `false` (and `out` left
 /// untouched) when a length is wrong.
 pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
+    pack_with(super::simd_level(), n, rows, out)
+}
+
+/// [`pack`] by the best code `<= level` this CPU runs: AVX2 transposes each block column's
+/// 8 × 8 words of quants in registers (the same bytes as the scalar loop, which moves them
+/// four at a time; it is what makes repacking a Q8_0 model at load cheap).
+pub fn pack_with(level: super::SimdLevel, n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     let Some(gb) = group_bytes(n) else {
         return false;
     };
@@ -59,6 +66,14 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     if rows.len() != ROWS * row_bytes || out.len() != gb {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= super::SimdLevel::Avx2 {
+        // SAFETY: `effective` gives `Avx2` or above only when the CPU has AVX2; the lengths
+        // were checked above.
+        unsafe { super::avx2_q8_0x8::pack(row_bytes, rows, out) };
+        return true;
+    }
+    let _ = level;
     // row by row: each source row is read once, front to back
     for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
         for (blk, col) in row
@@ -213,10 +228,16 @@ mod tests {
         let mut rng = Rng(7);
         for n in [32, 64, 4096] {
             let (rows, _) = case(&mut rng, n);
-            let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack(n, &rows, &mut g));
+            // every level this CPU has packs the same bytes, and unpacking gives the rows
+            let mut reference = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut reference));
+            for level in available_levels() {
+                let mut g = vec![0u8; group_bytes(n).unwrap()];
+                assert!(pack_with(level, n, &rows, &mut g));
+                assert!(g == reference, "n = {n}, {level:?}");
+            }
             let mut back = vec![0u8; rows.len()];
-            assert!(unpack(n, &g, &mut back));
+            assert!(unpack(n, &reference, &mut back));
             assert_eq!(back, rows, "n = {n}");
         }
         // wrong lengths are refused, nothing written

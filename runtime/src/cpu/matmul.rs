@@ -395,7 +395,8 @@ fn prefetch_rows(row_bytes: usize) -> usize {
     }
 }
 
-/// How far ahead, in bytes of weights, the decode loops prefetch: [`PREFETCH_BYTES`], or
+/// How far ahead, in bytes of weights, the per-row decode loop prefetches (the packed one does
+/// not): [`PREFETCH_BYTES`], or
 /// what `XVERSE_PREFETCH=BYTES` says (0: no prefetch; an unparsable value is ignored).
 fn prefetch_distance() -> usize {
     static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

@@ -10,7 +10,11 @@
 //! * `q8_0`: each head row is `head_dim / 32` Q8_0 blocks (8.5 bits per element), quantized
 //!   with the foundation's (ggml's reference) quantizer,
 //! * `q4_0`: each head row is `head_dim / 32` Q4_0 blocks (4.5 bits per element), ggml's
-//!   reference quantizer too.
+//!   reference quantizer too. Q4_0 *keys* are stored eight positions to a group in the
+//!   interleaved layout of the repacked weights ([`q4_0x8`]: per block column the eight
+//!   positions' scales, then their quants four bytes each), written one position at a time, so
+//!   that attention's scores are that layout's matrix × vector kernel; values stay row by row
+//!   (the weighted sum adds whole rows). Same bytes per position either way.
 //!
 //! The block types need `head_dim` to be a multiple of 32.
 //!
@@ -23,6 +27,7 @@ use std::str::FromStr;
 use half::f16;
 use xverse_quant::blocks::q4_0::{self, BlockQ4_0};
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
+use xverse_quant::kernels::q4_0x8;
 
 use crate::error::RuntimeError;
 
@@ -149,15 +154,35 @@ enum Rows {
     F16(Vec<f16>),
     Q8_0(Vec<BlockQ8_0>),
     Q4_0(Vec<BlockQ4_0>),
+    /// Q4_0 rows eight to a group in [`q4_0x8`]'s layout (whole groups allocated; the slots
+    /// of a last group past `rows` hold zeros or forgotten rows, never read as positions).
+    Q4_0x8 {
+        groups: Vec<u8>,
+        rows: usize,
+        head_dim: usize,
+    },
 }
 
 impl Rows {
+    /// Rows of values (and of keys of the other types): one after another.
     fn new(ty: CacheType) -> Rows {
         match ty {
             CacheType::F32 => Rows::F32(Vec::new()),
             CacheType::F16 => Rows::F16(Vec::new()),
             CacheType::Q8_0 => Rows::Q8_0(Vec::new()),
             CacheType::Q4_0 => Rows::Q4_0(Vec::new()),
+        }
+    }
+
+    /// Rows of keys of `head_dim` elements: Q4_0 in groups of eight ([`Rows::Q4_0x8`]).
+    fn new_keys(ty: CacheType, head_dim: usize) -> Rows {
+        match ty {
+            CacheType::Q4_0 => Rows::Q4_0x8 {
+                groups: Vec::new(),
+                rows: 0,
+                head_dim,
+            },
+            _ => Rows::new(ty),
         }
     }
 
@@ -196,6 +221,17 @@ impl Rows {
                 grow(v, n / QK, max / QK, zero)
             }
             Rows::Q4_0(v) => grow(v, n / QK, max / QK, bytemuck::Zeroable::zeroed()),
+            Rows::Q4_0x8 {
+                groups,
+                rows,
+                head_dim,
+            } => {
+                let gb = group_bytes(*head_dim);
+                let (n, max) = (n / *head_dim, max / *head_dim);
+                grow(groups, n.div_ceil(8) * gb, max.div_ceil(8) * gb, 0u8)?;
+                *rows = (*rows).max(n);
+                Ok(())
+            }
         }
     }
 
@@ -206,6 +242,7 @@ impl Rows {
             Rows::F16(v) => v.len(),
             Rows::Q8_0(v) => v.len() * QK,
             Rows::Q4_0(v) => v.len() * QK,
+            Rows::Q4_0x8 { rows, head_dim, .. } => rows * head_dim,
         }
     }
 
@@ -215,6 +252,14 @@ impl Rows {
             Rows::F16(v) => v.truncate(n),
             Rows::Q8_0(v) => v.truncate(n / QK),
             Rows::Q4_0(v) => v.truncate(n / QK),
+            Rows::Q4_0x8 {
+                groups,
+                rows,
+                head_dim,
+            } => {
+                *rows = (*rows).min(n / *head_dim);
+                groups.truncate(rows.div_ceil(8) * group_bytes(*head_dim));
+            }
         }
     }
 
@@ -234,6 +279,19 @@ impl Rows {
             Rows::Q4_0(v) => {
                 let b = at / QK;
                 q4_0::quantize_row(src, &mut v[b..b + src.len() / QK]);
+            }
+            Rows::Q4_0x8 {
+                groups, head_dim, ..
+            } => {
+                let (hd, gb) = (*head_dim, group_bytes(*head_dim));
+                let mut row: Vec<BlockQ4_0> = vec![bytemuck::Zeroable::zeroed(); hd / QK];
+                for (i, src) in src.chunks_exact(hd).enumerate() {
+                    let r = at / hd + i;
+                    q4_0::quantize_row(src, &mut row);
+                    let group = &mut groups[r / 8 * gb..][..gb];
+                    let packed = q4_0x8::pack_row(hd, r % 8, bytemuck::cast_slice(&row), group);
+                    debug_assert!(packed, "whole rows of a group of {gb} bytes");
+                }
             }
         }
     }
@@ -256,6 +314,19 @@ impl Rows {
                 let b = at / QK;
                 q4_0::dequantize_row(&v[b..b + dst.len() / QK], dst);
             }
+            Rows::Q4_0x8 {
+                groups, head_dim, ..
+            } => {
+                let hd = *head_dim;
+                let packed = PackedRows {
+                    groups,
+                    skip: 0,
+                    rows: groups.len() / group_bytes(hd) * 8,
+                };
+                for (i, dst) in dst.chunks_exact_mut(hd).enumerate() {
+                    packed.read(at / hd + i, hd, dst);
+                }
+            }
         }
     }
 
@@ -265,7 +336,38 @@ impl Rows {
             Rows::F16(v) => v.capacity() * 2,
             Rows::Q8_0(v) => v.capacity() * std::mem::size_of::<BlockQ8_0>(),
             Rows::Q4_0(v) => v.capacity() * std::mem::size_of::<BlockQ4_0>(),
+            Rows::Q4_0x8 { groups, .. } => groups.capacity(),
         }
+    }
+}
+
+/// Bytes of a group of eight Q4_0 rows of `head_dim` elements (a multiple of 32).
+fn group_bytes(head_dim: usize) -> usize {
+    head_dim / QK * q4_0x8::GROUP_BLOCK_BYTES
+}
+
+/// Q4_0 rows stored eight to a group ([`q4_0x8`]'s layout): `rows` positions, the first
+/// `skip` rows into the first of `groups` (a range that starts within a group).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedRows<'a> {
+    /// Whole groups, from the one that holds the first position.
+    pub groups: &'a [u8],
+    /// Rows of the first group before the first position (0..8).
+    pub skip: usize,
+    /// Positions.
+    pub rows: usize,
+}
+
+impl PackedRows<'_> {
+    /// Position `j` (of these) dequantized into `out` (`head_dim` elements).
+    pub fn read(&self, j: usize, head_dim: usize, out: &mut [f32]) {
+        let (r, gb) = (self.skip + j, group_bytes(head_dim));
+        let mut row: Vec<BlockQ4_0> = vec![bytemuck::Zeroable::zeroed(); head_dim / QK];
+        let group = &self.groups[r / 8 * gb..][..gb];
+        let unpacked =
+            q4_0x8::unpack_row(head_dim, r % 8, group, bytemuck::cast_slice_mut(&mut row));
+        debug_assert!(unpacked, "whole rows of a group of {gb} bytes");
+        q4_0::dequantize_row(&row, out);
     }
 }
 
@@ -277,6 +379,8 @@ pub enum HeadRows<'a> {
     F16(&'a [f16]),
     Q8_0(&'a [BlockQ8_0]),
     Q4_0(&'a [BlockQ4_0]),
+    /// Q4_0 keys, eight positions to a group.
+    Q4_0x8(PackedRows<'a>),
 }
 
 impl<'a> HeadRows<'a> {
@@ -288,6 +392,14 @@ impl<'a> HeadRows<'a> {
             HeadRows::F16(r) => HeadRows::F16(&r[a * head_dim..b * head_dim]),
             HeadRows::Q8_0(r) => HeadRows::Q8_0(&r[a * head_dim / QK..b * head_dim / QK]),
             HeadRows::Q4_0(r) => HeadRows::Q4_0(&r[a * head_dim / QK..b * head_dim / QK]),
+            HeadRows::Q4_0x8(p) => {
+                let (first, gb) = (p.skip + a, group_bytes(head_dim));
+                HeadRows::Q4_0x8(PackedRows {
+                    groups: &p.groups[first / 8 * gb..(p.skip + b).div_ceil(8) * gb],
+                    skip: first % 8,
+                    rows: b - a,
+                })
+            }
         }
     }
 }
@@ -300,6 +412,16 @@ impl Rows {
             Rows::F16(v) => HeadRows::F16(&v[..n]),
             Rows::Q8_0(v) => HeadRows::Q8_0(&v[..n / QK]),
             Rows::Q4_0(v) => HeadRows::Q4_0(&v[..n / QK]),
+            Rows::Q4_0x8 {
+                groups, head_dim, ..
+            } => {
+                let rows = n / *head_dim;
+                HeadRows::Q4_0x8(PackedRows {
+                    groups: &groups[..rows.div_ceil(8) * group_bytes(*head_dim)],
+                    skip: 0,
+                    rows,
+                })
+            }
         }
     }
 }
@@ -466,7 +588,7 @@ impl KvCache {
         ty.k.check_head_dim(head_dim)?;
         ty.v.check_head_dim(head_dim)?;
         let layer = LayerCache {
-            k: vec![Rows::new(ty.k); kv_heads],
+            k: vec![Rows::new_keys(ty.k, head_dim); kv_heads],
             v: vec![Rows::new(ty.v); kv_heads],
             kv_dim: kv_heads * head_dim,
             head_dim,
@@ -635,6 +757,7 @@ mod tests {
                         }
                         HeadRows::Q8_0(r) => q8_0::dequantize_row(&r[p..p + 1], &mut got),
                         HeadRows::Q4_0(r) => q4_0::dequantize_row(&r[p..p + 1], &mut got),
+                        HeadRows::Q4_0x8(r) => r.read(p, hd, &mut got),
                     }
                     assert_eq!(
                         &got[..],
@@ -727,6 +850,82 @@ mod tests {
         c.fill_synthetic(4, 7).unwrap();
         // q8_0 keys 34 B + q4_0 values 18 B per block of 32, 2 heads, 4 positions
         assert_eq!(c.bytes(), 4 * heads * (2 * 34 + 2 * 18));
+    }
+
+    /// Q4_0 keys are stored eight positions to a group, one position at a time as decode
+    /// writes them: each position reads back as the Q4_0 row the quantizer makes of it, from
+    /// any first position (within a group too), after a truncation into a group and new
+    /// positions written over the forgotten ones; a partly filled group takes a whole group's
+    /// bytes.
+    #[test]
+    fn q4_0_keys_are_stored_eight_to_a_group() {
+        let (heads, hd, n) = (2, 64, 19);
+        let mut c = KvCache::new(CacheType::Q4_0.into(), 1, 32, heads, hd).unwrap();
+        let kv = heads * hd;
+        let first: Vec<f32> = (0..n * kv).map(|i| (i as f32 * 0.29).sin()).collect();
+        let second: Vec<f32> = (0..n * kv).map(|i| (i as f32 * 0.71).cos()).collect();
+        // the Q4_0 row of position p, head h, dequantized
+        let want = |k: &[f32], p: usize, h: usize| {
+            let mut blocks = vec![bytemuck::Zeroable::zeroed(); hd / QK];
+            q4_0::quantize_row(&k[p * kv + h * hd..][..hd], &mut blocks);
+            let mut out = vec![0f32; hd];
+            q4_0::dequantize_row(&blocks, &mut out);
+            out
+        };
+        for p in 0..n {
+            let at = p * kv..(p + 1) * kv;
+            c.layer_mut(0)
+                .store(p, &first[at.clone()], &first[at])
+                .unwrap();
+        }
+        // forget positions 11.. (within the second group), write new ones from there
+        c.truncate(11);
+        for p in 11..n {
+            let at = p * kv..(p + 1) * kv;
+            c.layer_mut(0)
+                .store(p, &second[at.clone()], &second[at])
+                .unwrap();
+        }
+        let expected = |p: usize, h: usize| {
+            if p < 11 {
+                want(&first, p, h)
+            } else {
+                want(&second, p, h)
+            }
+        };
+        let mut got = vec![0f32; hd];
+        for h in 0..heads {
+            let HeadRows::Q4_0x8(all) = c.layer(0).k_rows(h, n) else {
+                panic!("q4_0 keys are stored eight to a group");
+            };
+            assert_eq!((all.rows, all.skip), (n, 0));
+            assert_eq!(
+                all.groups.len(),
+                3 * 8 * hd / QK * 18,
+                "three groups for 19 rows"
+            );
+            for from in [0, 3, 8, 13] {
+                let HeadRows::Q4_0x8(r) = HeadRows::Q4_0x8(all).rows(from..n, hd) else {
+                    unreachable!()
+                };
+                assert_eq!((r.rows, r.skip), (n - from, from % 8));
+                for j in 0..r.rows {
+                    r.read(j, hd, &mut got);
+                    assert_eq!(got, expected(from + j, h), "head {h}, from {from}, row {j}");
+                }
+            }
+            let mut all_rows = vec![0f32; n * hd];
+            c.layer(0).read_k(h, n, &mut all_rows);
+            for p in 0..n {
+                assert_eq!(
+                    all_rows[p * hd..(p + 1) * hd],
+                    expected(p, h)[..],
+                    "read_k {p}"
+                );
+            }
+            // values stay row by row
+            assert!(matches!(c.layer(0).v_rows(h, n), HeadRows::Q4_0(_)));
+        }
     }
 
     #[test]

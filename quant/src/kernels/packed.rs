@@ -107,6 +107,39 @@ pub(super) fn gemm_tiles(
     }
 }
 
+/// Writes one row of blocks (`block` bytes each: an f16 scale, then quants four bytes at a
+/// time; Q4_0 and Q8_0) as row `j` of a group in the layout [`q4_0x8`] and [`q8_0x8`] share: per
+/// block column the eight rows' scales (bytes 0..16), then `P[32·m + 4·j + t]` = row `j`'s
+/// quant byte `4·m + t`. The other rows are left as they are. (Lengths checked by the caller:
+/// whole blocks, `j < 8`.)
+#[inline]
+pub(super) fn scatter_row(block: usize, j: usize, row: &[u8], group: &mut [u8]) {
+    for (blk, col) in row
+        .chunks_exact(block)
+        .zip(group.chunks_exact_mut(ROWS * block))
+    {
+        col[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
+        for m in 0..(block - 2) / 4 {
+            let at = 2 * ROWS + 32 * m + 4 * j;
+            col[at..at + 4].copy_from_slice(&blk[2 + 4 * m..6 + 4 * m]);
+        }
+    }
+}
+
+/// The inverse of [`scatter_row`]: row `j` of a group into `row`.
+#[inline]
+pub(super) fn gather_row(block: usize, j: usize, group: &[u8], row: &mut [u8]) {
+    for (blk, col) in row
+        .chunks_exact_mut(block)
+        .zip(group.chunks_exact(ROWS * block))
+    {
+        blk[..2].copy_from_slice(&col[2 * j..2 * j + 2]);
+        for m in 0..(block - 2) / 4 {
+            blk[2 + 4 * m..][..4].copy_from_slice(&col[2 * ROWS + 32 * m + 4 * j..][..4]);
+        }
+    }
+}
+
 /// What a packed layout's module gives the entry points that all layouts share
 /// ([`gemv_with`], [`gemm_with`]): its length check, its scalar reference and its AVX2
 /// kernels.

@@ -53,42 +53,41 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
         return false;
     }
     // row by row: each source row is read once, front to back
-    for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (blk, col) in row
-            .chunks_exact(Q4_0_BYTES)
-            .zip(out.chunks_exact_mut(GROUP_BLOCK_BYTES))
-        {
-            let blk: &[u8; Q4_0_BYTES] = blk.try_into().expect("one block");
-            let col: &mut [u8; GROUP_BLOCK_BYTES] = col.try_into().expect("one column");
-            col[2 * j] = blk[0];
-            col[2 * j + 1] = blk[1];
-            for m in 0..4 {
-                let at = 2 * ROWS + 32 * m + 4 * j;
-                col[at..at + 4].copy_from_slice(&blk[2 + 4 * m..6 + 4 * m]);
-            }
-        }
+    rows.chunks_exact(row_bytes)
+        .enumerate()
+        .all(|(j, row)| pack_row(n, j, row, out))
+}
+
+/// Writes one Q4_0 row of `n` weights (`row`: `n / 32 · 18` bytes) as row `j` (< 8) of a
+/// group (`group`: [`group_bytes`]`(n)` bytes), leaving its other rows as they are: a group
+/// filled one row at a time (the keys of a KV cache, one position per token). `false` (and
+/// `group` left untouched) when a length or `j` is wrong.
+pub fn pack_row(n: usize, j: usize, row: &[u8], group: &mut [u8]) -> bool {
+    if group_bytes(n) != Some(group.len()) || row.len() != n / QK * Q4_0_BYTES || j >= ROWS {
+        return false;
     }
+    packed::scatter_row(Q4_0_BYTES, j, row, group);
     true
 }
 
 /// The inverse of [`pack`]: the eight Q4_0 rows of a group (`out`: `8 · n / 32 · 18` bytes).
 pub fn unpack(n: usize, group: &[u8], out: &mut [u8]) -> bool {
-    let Some(gb) = group_bytes(n) else {
-        return false;
-    };
     let row_bytes = n / QK * Q4_0_BYTES;
-    if group.len() != gb || out.len() != ROWS * row_bytes {
+    if group_bytes(n) != Some(group.len()) || out.len() != ROWS * row_bytes {
         return false;
     }
-    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        for j in 0..ROWS {
-            let blk = &mut out[j * row_bytes + b * Q4_0_BYTES..][..Q4_0_BYTES];
-            blk[..2].copy_from_slice(&col[2 * j..2 * j + 2]);
-            for m in 0..4 {
-                blk[2 + 4 * m..][..4].copy_from_slice(&col[2 * ROWS + 32 * m + 4 * j..][..4]);
-            }
-        }
+    out.chunks_exact_mut(row_bytes)
+        .enumerate()
+        .all(|(j, row)| unpack_row(n, j, group, row))
+}
+
+/// The inverse of [`pack_row`]: row `j` (< 8) of a group as a Q4_0 row (`out`: `n / 32 · 18`
+/// bytes).
+pub fn unpack_row(n: usize, j: usize, group: &[u8], out: &mut [u8]) -> bool {
+    if group_bytes(n) != Some(group.len()) || out.len() != n / QK * Q4_0_BYTES || j >= ROWS {
+        return false;
     }
+    packed::gather_row(Q4_0_BYTES, j, group, out);
     true
 }
 
@@ -214,6 +213,36 @@ mod tests {
         assert!(!pack(64, &[0u8; 8 * 18], &mut g));
         assert!(!pack(48, &[0u8; 8 * 18], &mut g));
         assert!(g.iter().all(|&b| b == 0xAA));
+    }
+
+    /// A group written one row at a time, in any order, is the group [`pack`] makes; each
+    /// row reads back by [`unpack_row`]; a row index of 8 or a wrong length is refused.
+    #[test]
+    fn rows_pack_and_unpack_one_at_a_time() {
+        let mut rng = Rng(9);
+        for n in [32, 128, 4096] {
+            let (rows, _) = case(&mut rng, n, false);
+            let row_bytes = n / QK * Q4_0_BYTES;
+            let mut whole = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack(n, &rows, &mut whole));
+            let mut g = vec![0x55u8; whole.len()];
+            for j in [5, 0, 7, 2, 1, 6, 3, 4] {
+                assert!(pack_row(n, j, &rows[j * row_bytes..][..row_bytes], &mut g));
+            }
+            assert_eq!(g, whole, "n = {n}");
+            for j in 0..ROWS {
+                let mut back = vec![0u8; row_bytes];
+                assert!(unpack_row(n, j, &g, &mut back));
+                assert_eq!(back, rows[j * row_bytes..][..row_bytes], "n = {n}, row {j}");
+            }
+            let before = g.clone();
+            assert!(!pack_row(n, ROWS, &rows[..row_bytes], &mut g));
+            assert!(!pack_row(n, 0, &rows[..row_bytes - 1], &mut g));
+            assert!(!pack_row(n + 32, 0, &rows[..row_bytes], &mut g));
+            assert_eq!(g, before, "refused writes leave the group as it was");
+            let mut back = vec![0u8; row_bytes];
+            assert!(!unpack_row(n, ROWS, &g, &mut back));
+        }
     }
 
     /// The scalar packed kernel gives exactly the per-row scalar reference; every SIMD level

@@ -77,16 +77,7 @@ pub fn pack_with(level: super::SimdLevel, n: usize, rows: &[u8], out: &mut [u8])
     let _ = level;
     // row by row: each source row is read once, front to back
     for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (blk, col) in row
-            .chunks_exact(Q8_0_BYTES)
-            .zip(out.chunks_exact_mut(GROUP_BLOCK_BYTES))
-        {
-            col[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
-            for m in 0..8 {
-                let at = 2 * ROWS + 32 * m + 4 * j;
-                col[at..at + 4].copy_from_slice(&blk[2 + 4 * m..6 + 4 * m]);
-            }
-        }
+        packed::scatter_row(Q8_0_BYTES, j, row, out);
     }
     true
 }
@@ -100,14 +91,8 @@ pub fn unpack(n: usize, group: &[u8], out: &mut [u8]) -> bool {
     if group.len() != gb || out.len() != ROWS * row_bytes {
         return false;
     }
-    for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        for j in 0..ROWS {
-            let blk = &mut out[j * row_bytes + b * Q8_0_BYTES..][..Q8_0_BYTES];
-            blk[..2].copy_from_slice(&col[2 * j..2 * j + 2]);
-            for m in 0..8 {
-                blk[2 + 4 * m..][..4].copy_from_slice(&col[2 * ROWS + 32 * m + 4 * j..][..4]);
-            }
-        }
+    for (j, row) in out.chunks_exact_mut(row_bytes).enumerate() {
+        packed::gather_row(Q8_0_BYTES, j, group, row);
     }
     true
 }

@@ -33,14 +33,14 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 use xverse_quant::blocks::q4_0;
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
-use xverse_quant::kernels::{self, SimdLevel};
+use xverse_quant::kernels::{self, q4_0x8, SimdLevel};
 use xverse_quant::GgmlType;
 
 use super::matmul::round_activations;
 use super::ops::{dot, round_f16, softmax};
 use crate::error::RuntimeError;
 use crate::hparams::Hparams;
-use crate::kv_cache::{CacheType, HeadRows, KvTypes, LayerCache};
+use crate::kv_cache::{CacheType, HeadRows, KvTypes, LayerCache, PackedRows};
 
 /// Elements per Q8_0 / Q4_0 block.
 const QK: usize = 32;
@@ -110,8 +110,9 @@ pub fn attention(
 enum Query<'a> {
     /// f32 values (rounded to f16 for an f16 cache).
     F32(&'a [f32]),
-    /// Q8_0 blocks (for q8_0 and q4_0 keys).
-    Q8(&'a [BlockQ8_0]),
+    /// Q8_0 blocks (for q8_0 and q4_0 keys) and, for q4_0 keys (stored eight positions to a
+    /// group), the sum of each block's quants ([`q4_0x8::block_sums`]; empty otherwise).
+    Q8(&'a [BlockQ8_0], &'a [i32]),
 }
 
 /// [`attention`] with the kernels of `level`.
@@ -163,6 +164,7 @@ pub fn attention_with(
             let mut scores = vec![0f32; n_kv];
             let mut qf = vec![0f32; hd];
             let mut qb = Vec::new();
+            let mut sums = Vec::new();
             for (t, out_t) in (t0..t1).zip(out.chunks_exact_mut(hd)) {
                 let pos = pos0 + t;
                 let qh = &q[t * dim + h * hd..t * dim + (h + 1) * hd];
@@ -176,7 +178,10 @@ pub fn attention_with(
                     CacheType::Q8_0 | CacheType::Q4_0 => {
                         qb.resize(hd / QK, bytemuck::Zeroable::zeroed());
                         q8_0::quantize_row(qh, &mut qb);
-                        Query::Q8(&qb)
+                        if cache_type.k == CacheType::Q4_0 {
+                            q4_0x8::block_sums(bytemuck::cast_slice(&qb), &mut sums);
+                        }
+                        Query::Q8(&qb, &sums)
                     }
                 };
                 // the positions up to this token's own (causal mask)
@@ -243,8 +248,10 @@ fn scores_with(
             match (q, keys) {
                 (Query::F32(q), HeadRows::F32(k)) => avx2::scores_f32(q, k, hd, scale, s),
                 (Query::F32(q), HeadRows::F16(k)) => avx2::scores_f16(q, k, hd, scale, s),
-                (Query::Q8(q), HeadRows::Q8_0(k)) => avx2::scores_q8_0(q, k, scale, s),
-                (Query::Q8(q), HeadRows::Q4_0(k)) => avx2::scores_q4_0(q, k, scale, s),
+                (Query::Q8(q, _), HeadRows::Q8_0(k)) => avx2::scores_q8_0(q, k, scale, s),
+                (Query::Q8(q, sums), HeadRows::Q4_0x8(k)) => {
+                    scores_q4_0x8(SimdLevel::Avx2, q, sums, k, hd, scale, s)
+                }
                 _ => scores_scalar(q, keys, hd, scale, s),
             }
         }
@@ -271,7 +278,10 @@ fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &m
                 *sj = dot(q, &row) * scale;
             }
         }
-        (Query::Q8(q), HeadRows::Q8_0(k)) => {
+        (Query::Q8(q, sums), HeadRows::Q4_0x8(k)) => {
+            scores_q4_0x8(SimdLevel::Scalar, q, sums, k, hd, scale, s)
+        }
+        (Query::Q8(q, _), HeadRows::Q8_0(k)) => {
             for (sj, kj) in s.iter_mut().zip(k.chunks_exact(q.len())) {
                 let mut acc = 0f32;
                 for (a, b) in q.iter().zip(kj) {
@@ -285,7 +295,7 @@ fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &m
                 *sj = acc * scale;
             }
         }
-        (Query::Q8(q), HeadRows::Q4_0(k)) => {
+        (Query::Q8(q, _), HeadRows::Q4_0(k)) => {
             for (sj, kj) in s.iter_mut().zip(k.chunks_exact(q.len())) {
                 let mut acc = 0f32;
                 for (a, b) in q.iter().zip(kj) {
@@ -307,7 +317,7 @@ fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &m
         (q, keys) => {
             let qv = match q {
                 Query::F32(q) => q.to_vec(),
-                Query::Q8(q) => {
+                Query::Q8(q, _) => {
                     let mut v = vec![0f32; q.len() * QK];
                     q8_0::dequantize_row(q, &mut v);
                     v
@@ -339,6 +349,40 @@ fn read_row(rows: HeadRows<'_>, j: usize, hd: usize, out: &mut [f32]) {
             let nb = hd / QK;
             q4_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
         }
+        HeadRows::Q4_0x8(r) => r.read(j, hd, out),
+    }
+}
+
+/// `s[j] = q·k_j * scale` for Q4_0 keys stored eight to a group: [`q4_0x8`]'s matrix × vector
+/// kernel at `level` (the exact integer products of `vec_dot_q4_0_q8_0` per block, one scale
+/// conversion and no horizontal sum per eight keys), one group at a time; a group's slots
+/// before the first position (`skip`) or past the last are computed and dropped. `sums`: the
+/// query's [`q4_0x8::block_sums`] (a wrong length gives zeros, as the kernel does).
+fn scores_q4_0x8(
+    level: SimdLevel,
+    q: &[BlockQ8_0],
+    sums: &[i32],
+    k: PackedRows<'_>,
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let act: &[u8] = bytemuck::cast_slice(q);
+    let gb = hd / QK * q4_0x8::GROUP_BLOCK_BYTES;
+    let mut out = [0f32; q4_0x8::ROWS];
+    let n_out = k.rows.min(s.len());
+    let mut j = 0;
+    for (g, group) in k.groups.chunks_exact(gb).enumerate() {
+        if j == n_out {
+            break;
+        }
+        q4_0x8::gemv_with(level, hd, group, act, sums, &mut out);
+        let from = if g == 0 { k.skip } else { 0 };
+        let n = (q4_0x8::ROWS - from).min(n_out - j);
+        for (sj, &x) in s[j..j + n].iter_mut().zip(&out[from..]) {
+            *sj = x * scale;
+        }
+        j += n;
     }
 }
 
@@ -376,6 +420,8 @@ fn weighted_sum_add(level: Level, p: &[f32], values: HeadRows<'_>, hd: usize, ou
                 HeadRows::F16(v) => avx2::weighted_sum_f16(p, v, hd, out),
                 HeadRows::Q8_0(v) => avx2::weighted_sum_q8_0(p, v, hd, out),
                 HeadRows::Q4_0(v) => avx2::weighted_sum_q4_0(p, v, hd, out),
+                // values are never stored eight to a group
+                HeadRows::Q4_0x8(_) => weighted_sum_scalar(p, values, hd, out),
             }
         }
         return;
@@ -420,6 +466,15 @@ fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f3
                         *l += w * (f32::from(x & 0x0f) - 8.0);
                         *h += w * (f32::from(x >> 4) - 8.0);
                     }
+                }
+            }
+        }
+        HeadRows::Q4_0x8(v) => {
+            let mut row = vec![0f32; hd];
+            for (j, &pj) in p.iter().enumerate().take(v.rows) {
+                v.read(j, hd, &mut row);
+                for (o, &x) in out.iter_mut().zip(&row) {
+                    *o += pj * x;
                 }
             }
         }
@@ -608,14 +663,12 @@ mod avx2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
     }
 
-    /// One query block prepared for the score kernels: its 32 quants (`y`; Q8_0) or their
-    /// magnitudes, a per-lane term (`c`) and its scale as f32.
+    /// One query block prepared for the Q8_0 score kernel: its 32 quants' magnitudes (`y`),
+    /// the quants themselves (`c`, whose signs each key block takes) and its scale as f32.
     #[derive(Clone, Copy)]
     struct QueryBlock {
         y: __m256i,
         c: __m256i,
-        /// The sum of `c`'s lanes (Q4_0 keys: `8 · Σ` of the block's quants).
-        c8: i32,
         d: f32,
     }
 
@@ -633,7 +686,6 @@ mod avx2 {
         let zero = QueryBlock {
             y: _mm256_setzero_si256(),
             c: _mm256_setzero_si256(),
-            c8: 0,
             d: 0.0,
         };
         let mut stack = [zero; STACK_BLOCKS];
@@ -682,7 +734,6 @@ mod avx2 {
             QueryBlock {
                 y: _mm256_sign_epi8(x, x),
                 c: x,
-                c8: 0,
                 d: f16_to_f32(a.d),
             }
         };
@@ -703,119 +754,6 @@ mod avx2 {
                 *sj = unsafe { hsum(acc) } * scale;
             }
         })
-    }
-
-    /// `s[j] = q·row_j * scale` for Q4_0 rows of `q.len()` blocks and a Q8_0 query: per block
-    /// an exact integer product scaled by both blocks' scales (ggml's `vec_dot_q4_0_q8_0`).
-    /// The unsigned nibbles multiply the query directly (`maddubs`, at most 15 · 127 · 2 per
-    /// pair: no saturation) and the `-8` is taken off per lane as `8 · Σ` of the query's four
-    /// quants in that lane, prepared once per query block.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scores_q4_0(q: &[BlockQ8_0], k: &[BlockQ4_0], scale: f32, s: &mut [f32]) {
-        let nb = q.len();
-        if nb == 0 {
-            s.fill(0.0);
-            return;
-        }
-        let ones = _mm256_set1_epi16(1);
-        let prep = |a: &BlockQ8_0| {
-            // SAFETY: `qs` is 32 readable bytes.
-            let y = unsafe { load32(a.qs.as_ptr().cast()) };
-            let eights = _mm256_maddubs_epi16(_mm256_set1_epi8(8), y);
-            QueryBlock {
-                y,
-                c: _mm256_madd_epi16(eights, ones),
-                c8: 8 * a.qs.iter().map(|&x| i32::from(x)).sum::<i32>(),
-                d: f16_to_f32(a.d),
-            }
-        };
-        with_query(q, prep, |qb| {
-            let m4 = _mm256_set1_epi8(0x0f);
-            // eight rows at a time: no horizontal sum per row, one scale conversion per block
-            let whole = s.len() / 8 * 8;
-            let (s8, s_rest) = s.split_at_mut(whole);
-            for (s8, rows) in s8.chunks_exact_mut(8).zip(k.chunks_exact(8 * nb)) {
-                // SAFETY: `s8` is 8 floats, `rows` 8 rows of `nb` blocks, the CPU has the
-                // features (the caller's contract).
-                unsafe { scores_q4_0_x8(qb, rows, scale, s8) };
-            }
-            let k = &k[whole * nb..];
-            for (sj, row) in s_rest.iter_mut().zip(k.chunks_exact(nb)) {
-                let mut acc = _mm256_setzero_ps();
-                for (a, b) in qb.iter().zip(row) {
-                    // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
-                    let x = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-                    // low nibbles: elements 0..16, high nibbles: 16..32
-                    let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
-                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(x, a.y), ones);
-                    let isum = _mm256_cvtepi32_ps(_mm256_sub_epi32(dot, a.c));
-                    let d = _mm256_set1_ps(a.d * f16_to_f32(b.d));
-                    acc = _mm256_fmadd_ps(d, isum, acc);
-                }
-                // SAFETY: the CPU has the features (the caller's contract).
-                *sj = unsafe { hsum(acc) } * scale;
-            }
-        })
-    }
-
-    /// [`scores_q4_0`] of eight rows (`rows`: 8 × `qb.len()` blocks) into `s[..8]`, with the
-    /// same integer sums per block; each block's eight row sums are reduced together (16-bit
-    /// horizontal adds: a lane of `maddubs` is at most 2 · 15 · 127 = 3810 in magnitude, and
-    /// two of them add four lanes, 15,240 at most, before `madd` widens to 32 bits), the `−8`
-    /// of every row taken off at once (`8 · Σ` of the query's quants), and the
-    /// eight rows' scales widened by one conversion.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `s` must hold 8 floats, `rows` 8 rows of
-    /// `qb.len()` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores_q4_0_x8(qb: &[QueryBlock], rows: &[BlockQ4_0], scale: f32, s: &mut [f32]) {
-        let nb = qb.len();
-        let (m4, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
-        let mut acc = _mm256_setzero_ps();
-        for (bi, a) in qb.iter().enumerate() {
-            let blk = |j: usize| &rows[j * nb + bi];
-            let dot = |j: usize| {
-                let x = blk(j).qs.as_ptr();
-                // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
-                let x = unsafe { _mm_loadu_si128(x.cast()) };
-                let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
-                _mm256_maddubs_epi16(x, a.y)
-            };
-            let h01 = _mm256_hadd_epi16(dot(0), dot(1));
-            let h23 = _mm256_hadd_epi16(dot(2), dot(3));
-            let h45 = _mm256_hadd_epi16(dot(4), dot(5));
-            let h67 = _mm256_hadd_epi16(dot(6), dot(7));
-            // per 128-bit half: rows 0..4 (lo) and 4..8 (hi), four 16-bit partial sums each
-            let lo = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23), ones);
-            let hi = _mm256_madd_epi16(_mm256_hadd_epi16(h45, h67), ones);
-            let sums = _mm256_add_epi32(
-                _mm256_permute2x128_si256(lo, hi, 0x20),
-                _mm256_permute2x128_si256(lo, hi, 0x31),
-            );
-            // the query's 8 · Σ quants, the same for every row
-            let c = _mm256_set1_epi32(a.c8);
-            let isum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, c));
-            let d16 = _mm_setr_epi16(
-                blk(0).d.to_bits() as i16,
-                blk(1).d.to_bits() as i16,
-                blk(2).d.to_bits() as i16,
-                blk(3).d.to_bits() as i16,
-                blk(4).d.to_bits() as i16,
-                blk(5).d.to_bits() as i16,
-                blk(6).d.to_bits() as i16,
-                blk(7).d.to_bits() as i16,
-            );
-            let d = _mm256_mul_ps(_mm256_cvtph_ps(d16), _mm256_set1_ps(a.d));
-            acc = _mm256_fmadd_ps(d, isum, acc);
-        }
-        let acc = _mm256_mul_ps(acc, _mm256_set1_ps(scale));
-        // SAFETY: `s` holds 8 floats (the caller's contract); the store is unaligned.
-        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), acc) };
     }
 
     /// `out += Σ_j p[j] row_j` for rows of `nb` 32-element blocks, block column by block
@@ -1116,6 +1054,34 @@ mod tests {
             .collect()
     }
 
+    /// Q4_0 rows (`hd / 32` blocks each) stored eight to a group, as the cache stores keys.
+    fn packed_keys(rows: &[q4_0::BlockQ4_0], hd: usize) -> Vec<u8> {
+        let nb = hd / QK;
+        let gb = nb * q4_0x8::GROUP_BLOCK_BYTES;
+        let mut groups = vec![0u8; (rows.len() / nb).div_ceil(8) * gb];
+        for (r, row) in rows.chunks_exact(nb).enumerate() {
+            let g = &mut groups[r / 8 * gb..][..gb];
+            assert!(q4_0x8::pack_row(hd, r % 8, bytemuck::cast_slice(row), g));
+        }
+        groups
+    }
+
+    /// The `n` rows of groups made by [`packed_keys`].
+    fn all_rows(groups: &[u8], n: usize) -> HeadRows<'_> {
+        HeadRows::Q4_0x8(PackedRows {
+            groups,
+            skip: 0,
+            rows: n,
+        })
+    }
+
+    /// A Q8_0 query's block sums, for keys stored eight to a group.
+    fn query_sums(q: &[BlockQ8_0]) -> Vec<i32> {
+        let mut sums = Vec::new();
+        q4_0x8::block_sums(bytemuck::cast_slice(q), &mut sums);
+        sums
+    }
+
     fn levels() -> Vec<Level> {
         let mut l = vec![Level::Reference, Level::Scalar];
         if Level::detect() == Level::Avx2 {
@@ -1270,8 +1236,8 @@ mod tests {
                     }
                     let keys = HeadRows::Q8_0(&kb);
                     let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-                    scores_with(Level::Avx2, &Query::Q8(&qb), keys, hd, scale, &mut a);
-                    scores_scalar(&Query::Q8(&qb), keys, hd, scale, &mut b);
+                    scores_with(Level::Avx2, &Query::Q8(&qb, &[]), keys, hd, scale, &mut a);
+                    scores_scalar(&Query::Q8(&qb, &[]), keys, hd, scale, &mut b);
                     close(&a, &b, 1e-5, "q8_0 scores");
                     let p = values(n, 9, 1.0);
                     let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
@@ -1279,16 +1245,29 @@ mod tests {
                     weighted_sum_scalar(&p, keys, hd, &mut b);
                     close(&a, &b, 1e-5, "q8_0 weighted sum");
 
-                    // q4_0 rows, the same Q8_0 query
+                    // q4_0 keys (stored eight to a group), the same Q8_0 query, against the
+                    // scalar kernel of q4_0 rows (exact integer products per block); also from
+                    // positions that start within a group (`rows(3..)`)
                     let mut kb = vec![bytemuck::Zeroable::zeroed(); n * nb];
                     for (row, blocks) in kf.chunks_exact(hd).zip(kb.chunks_exact_mut(nb)) {
                         q4_0::quantize_row(row, blocks);
                     }
-                    let keys = HeadRows::Q4_0(&kb);
-                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-                    scores_with(Level::Avx2, &Query::Q8(&qb), keys, hd, scale, &mut a);
-                    scores_scalar(&Query::Q8(&qb), keys, hd, scale, &mut b);
-                    close(&a, &b, 1e-5, "q4_0 scores");
+                    let (groups, sums) = (packed_keys(&kb, hd), query_sums(&qb));
+                    let packed = all_rows(&groups, n);
+                    let query = Query::Q8(&qb, &sums);
+                    for from in [0, 3.min(n)] {
+                        let m = n - from;
+                        let (mut a, mut b) = (vec![0f32; m], vec![0f32; m]);
+                        let keys = packed.rows(from..n, hd);
+                        scores_with(Level::Avx2, &query, keys, hd, scale, &mut a);
+                        let rows = HeadRows::Q4_0(&kb).rows(from..n, hd);
+                        scores_scalar(&Query::Q8(&qb, &[]), rows, hd, scale, &mut b);
+                        close(&a, &b, 1e-5, "q4_0 scores");
+                        scores_with(Level::Scalar, &query, keys, hd, scale, &mut a);
+                        close(&a, &b, 1e-5, "q4_0 scores, scalar packed kernel");
+                    }
+                    let mut a = vec![0f32; n];
+                    scores_with(Level::Avx2, &query, packed, hd, scale, &mut a);
                     // against the dequantized rows too (the integer kernel is not just
                     // consistent with itself)
                     let (mut kd, mut qd) = (vec![0f32; n * hd], vec![0f32; hd]);
@@ -1297,6 +1276,7 @@ mod tests {
                     let mut c = vec![0f32; n];
                     scores_scalar(&Query::F32(&qd), HeadRows::F32(&kd), hd, scale, &mut c);
                     close(&a, &c, 1e-4, "q4_0 scores vs f32");
+                    let keys = HeadRows::Q4_0(&kb);
                     let p = values(n, 9, 1.0);
                     let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
                     weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
@@ -1312,9 +1292,9 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     /// The Q4_0 kernels at the ends of their integer ranges: nibbles all 15 or all 0 against
-    /// query quants of ±127 (the eight-row scores add four `maddubs` lanes in 16 bits, the
-    /// weighted sum takes the −8 off once per output), eight rows and more, exact integers
-    /// against the scalar kernels.
+    /// query quants of ±127 (the scores of keys stored eight to a group take the −8 off as
+    /// `8 · Σ q` per block, the weighted sum once per output), 19 rows (two groups and part of
+    /// a third), exact integers against the scalar kernels of rows.
     #[test]
     fn avx2_q4_0_kernels_at_the_integer_limits() {
         if Level::detect() != Level::Avx2 {
@@ -1343,9 +1323,11 @@ mod tests {
                 })
                 .collect();
             let keys = HeadRows::Q4_0(&k);
+            let (groups, sums) = (packed_keys(&k, hd), query_sums(&q));
+            let packed = all_rows(&groups, n);
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            scores_with(Level::Avx2, &Query::Q8(&q), keys, hd, 1.0, &mut a);
-            scores_scalar(&Query::Q8(&q), keys, hd, 1.0, &mut b);
+            scores_with(Level::Avx2, &Query::Q8(&q, &sums), packed, hd, 1.0, &mut a);
+            scores_scalar(&Query::Q8(&q, &[]), keys, hd, 1.0, &mut b);
             for (j, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-6 * y.abs().max(1.0),

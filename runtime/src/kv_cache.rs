@@ -323,8 +323,9 @@ impl Rows {
                     skip: 0,
                     rows: groups.len() / group_bytes(hd) * 8,
                 };
+                let mut row = vec![bytemuck::Zeroable::zeroed(); hd / QK];
                 for (i, dst) in dst.chunks_exact_mut(hd).enumerate() {
-                    packed.read(at / hd + i, hd, dst);
+                    packed.read_with(at / hd + i, &mut row, dst);
                 }
             }
         }
@@ -359,20 +360,26 @@ pub struct PackedRows<'a> {
 }
 
 impl PackedRows<'_> {
-    /// Position `j` (of these) dequantized into `out` (`head_dim` elements).
+    /// Position `j` (`< rows`) dequantized into `out` (`head_dim` elements).
     pub fn read(&self, j: usize, head_dim: usize, out: &mut [f32]) {
+        let mut row = vec![bytemuck::Zeroable::zeroed(); head_dim / QK];
+        self.read_with(j, &mut row, out);
+    }
+
+    /// [`PackedRows::read`] through `row` (`head_dim / 32` blocks), for many positions.
+    fn read_with(&self, j: usize, row: &mut [BlockQ4_0], out: &mut [f32]) {
+        let head_dim = row.len() * QK;
         let (r, gb) = (self.skip + j, group_bytes(head_dim));
-        let mut row: Vec<BlockQ4_0> = vec![bytemuck::Zeroable::zeroed(); head_dim / QK];
         let group = &self.groups[r / 8 * gb..][..gb];
-        let unpacked =
-            q4_0x8::unpack_row(head_dim, r % 8, group, bytemuck::cast_slice_mut(&mut row));
+        let unpacked = q4_0x8::unpack_row(head_dim, r % 8, group, bytemuck::cast_slice_mut(row));
         debug_assert!(unpacked, "whole rows of a group of {gb} bytes");
-        q4_0::dequantize_row(&row, out);
+        q4_0::dequantize_row(row, out);
     }
 }
 
 /// The first positions of one kv head's keys or values, as stored: `n × head_dim` elements,
-/// position-major (q8_0, q4_0: `n × head_dim / 32` blocks).
+/// position-major (q8_0 and q4_0 values: `n × head_dim / 32` blocks; q4_0 keys: groups of
+/// eight positions, [`PackedRows`]).
 #[derive(Clone, Copy, Debug)]
 pub enum HeadRows<'a> {
     F32(&'a [f32]),

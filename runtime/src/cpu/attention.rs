@@ -11,10 +11,11 @@
 //!
 //! * The cache stores each kv head's rows contiguously ([`crate::kv_cache`]), so both passes
 //!   read memory sequentially, in the cache's own type: f16 rows are widened in registers
-//!   (F16C), q8_0 and q4_0 rows are multiplied in integers block by block like ggml's
-//!   `vec_dot_q8_0_q8_0` / `vec_dot_q4_0_q8_0` (the query quantized to Q8_0 once per token)
-//!   and their values widened in registers; nothing is converted to an f32 copy first. Keys
-//!   and values may have different types.
+//!   (F16C), q8_0 and q4_0 keys are multiplied in integers block by block like ggml's
+//!   `vec_dot_q8_0_q8_0` / `vec_dot_q4_0_q8_0` (the query quantized to Q8_0 once per token;
+//!   q4_0 keys are stored eight positions to a group and scored by the repacked weights'
+//!   Q4_0×8 matrix × vector kernel), and q8_0 / q4_0 values are widened in registers; nothing
+//!   is converted to an f32 copy first. Keys and values may have different types.
 //! * Kernels: AVX2 + FMA + F16C, chosen at run time (with `xverse_quant::kernels`' level), and a
 //!   portable scalar version of each, which the unit tests compare them with.
 //! * Threads: one rayon task per (query head, block of query tokens): a generated token gives

@@ -362,8 +362,9 @@ pub fn run(
 fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, ConvertError> {
     let mut b = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
-        if n == 0 {
-            return Err(convert_err!("--threads must be at least 1"));
+        // more is a mistyped number, not a machine: each thread is started before any work
+        if !(1..=512).contains(&n) {
+            return Err(convert_err!("--threads {n}: give 1 to 512"));
         }
         b = b.num_threads(n);
     }

@@ -58,6 +58,24 @@ impl std::fmt::Debug for Engine<'_> {
     }
 }
 
+/// Most threads a pool takes: more is a mistyped number, not a machine (each thread is an OS
+/// thread with its own stack, started before any work).
+pub const MAX_THREADS: usize = 512;
+
+/// The CPU worker pool of `threads` threads (1..=[`MAX_THREADS`]); a clear error otherwise.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, RuntimeError> {
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(RuntimeError::new(format!(
+            "{threads} threads: give 1 to {MAX_THREADS}"
+        )));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("xverse-cpu-{i}"))
+        .build()
+        .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))
+}
+
 impl<'m> Engine<'m> {
     /// An engine over `model`: one CPU stage with every layer.
     pub fn new(model: &'m Model, cfg: EngineConfig) -> Result<Self, RuntimeError> {
@@ -76,11 +94,7 @@ impl<'m> Engine<'m> {
         } else {
             cfg.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("xverse-cpu-{i}"))
-            .build()
-            .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))?;
+        let pool = thread_pool(threads)?;
         let cpu = CpuStage::new(model, 0..model.n_layers(), n_ctx, cfg.cache_type)?;
         Ok(Engine {
             model,
@@ -263,6 +277,17 @@ mod tests {
     use xverse_models::{tiny_gguf_bytes, TinySpec};
     use xverse_quant::gguf::Gguf;
     use xverse_quant::GgmlType;
+
+    /// A thread count of 0 or above [`MAX_THREADS`] (a mistyped `-t`) is one clear error,
+    /// before any thread starts; the counts in between make a pool of that size.
+    #[test]
+    fn thread_counts_outside_the_limit_are_refused() {
+        for n in [0, MAX_THREADS + 1, 99_999_999_999] {
+            let e = thread_pool(n).unwrap_err().to_string();
+            assert!(e.contains(&n.to_string()) && e.contains("1 to 512"), "{e}");
+        }
+        assert_eq!(thread_pool(3).unwrap().current_num_threads(), 3);
+    }
 
     fn model(spec: &TinySpec) -> Model {
         let g = Gguf::from_bytes(tiny_gguf_bytes(spec).unwrap(), "tiny.gguf").unwrap();

@@ -170,10 +170,7 @@ pub fn bytes_per_token(model: &Model, cache_type: KvTypes, n_kv: f64) -> f64 {
 /// else SSE2 or scalar), into several accumulators; best of `reps`.
 pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
     let threads = threads.max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| RuntimeError::new(format!("cannot start {threads} threads: {e}")))?;
+    let pool = crate::engine::thread_pool(threads)?;
     // whole 64-byte lines, at least 512 KiB
     let lines = (bytes / 64).max(1 << 13);
     let mut buf = vec![Line([0; 8]); lines];

@@ -366,8 +366,9 @@ impl PackedRows<'_> {
         self.read_with(j, &mut row, out);
     }
 
-    /// [`PackedRows::read`] through `row` (`head_dim / 32` blocks), for many positions.
-    fn read_with(&self, j: usize, row: &mut [BlockQ4_0], out: &mut [f32]) {
+    /// [`PackedRows::read`] through `row` (`head_dim / 32` blocks), for many positions
+    /// without a buffer each.
+    pub fn read_with(&self, j: usize, row: &mut [BlockQ4_0], out: &mut [f32]) {
         let head_dim = row.len() * QK;
         let (r, gb) = (self.skip + j, group_bytes(head_dim));
         let group = &self.groups[r / 8 * gb..][..gb];

@@ -472,8 +472,9 @@ fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f3
         }
         HeadRows::Q4_0x8(v) => {
             let mut row = vec![0f32; hd];
+            let mut blocks = vec![bytemuck::Zeroable::zeroed(); hd / QK];
             for (j, &pj) in p.iter().enumerate().take(v.rows) {
-                v.read(j, hd, &mut row);
+                v.read_with(j, &mut blocks, &mut row);
                 for (o, &x) in out.iter_mut().zip(&row) {
                     *o += pj * x;
                 }

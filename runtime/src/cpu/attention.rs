@@ -14,7 +14,9 @@
 //!   (F16C), q8_0 and q4_0 keys are multiplied in integers block by block like ggml's
 //!   `vec_dot_q8_0_q8_0` / `vec_dot_q4_0_q8_0` (the query quantized to Q8_0 once per token;
 //!   q4_0 keys are stored eight positions to a group and scored by the repacked weights'
-//!   Q4_0×8 matrix × vector kernel), and q8_0 / q4_0 values are widened in registers; nothing
+//!   Q4_0×8 matrix × vector kernel), q8_0 values are widened in registers, and q4_0 values,
+//!   stored by dimension (32 positions of one dimension to a block), are summed by the same
+//!   Q4_0×8 kernel with the weights quantized to two Q8_0 rows (16 bits, [`Weights`]); nothing
 //!   is converted to an f32 copy first. Keys and values may have different types.
 //! * Kernels: AVX2 + FMA + F16C, chosen at run time (with `xverse_quant::kernels`' level), and a
 //!   portable scalar version of each, which the unit tests compare them with.
@@ -22,8 +24,8 @@
 //!   one task per head, a prompt more.
 //! * Numerics as before (and as ggml): with an f16 cache the query is rounded to f16 before
 //!   its products with the keys; the softmax subtracts the maximum and sums in f64; the
-//!   weights stay f32 in the weighted sum. The vector `exp` is a Cephes-style polynomial
-//!   (≈1 ulp), the scalar one `f32::exp`.
+//!   weights stay f32 in the weighted sum (over q4_0 values: 16 bits, see above). The vector
+//!   `exp` is a Cephes-style polynomial (≈1 ulp), the scalar one `f32::exp`.
 //!
 //! `XVERSE_ATTENTION=reference` in the environment selects [`attention_reference`] instead
 //! (the previous, scalar implementation: it copies each head's rows to f32 first), for
@@ -32,7 +34,6 @@
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
-use xverse_quant::blocks::q4_0;
 use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
 use xverse_quant::kernels::{self, q4_0x8, SimdLevel};
 use xverse_quant::GgmlType;
@@ -41,7 +42,7 @@ use super::matmul::round_activations;
 use super::ops::{dot, round_f16, softmax};
 use crate::error::RuntimeError;
 use crate::hparams::Hparams;
-use crate::kv_cache::{CacheType, HeadRows, KvTypes, LayerCache, PackedRows};
+use crate::kv_cache::{CacheType, Columns, HeadRows, KvTypes, LayerCache, PackedRows};
 
 /// Elements per Q8_0 / Q4_0 block.
 const QK: usize = 32;
@@ -199,9 +200,15 @@ pub fn attention_with(
                 });
                 softmax_with(level, s);
                 out_t.fill(0.0);
-                for_chunks(s.len(), |r| {
-                    weighted_sum_add(level, &s[r.clone()], values.rows(r, hd), hd, out_t)
-                });
+                match values {
+                    // one product over all columns (the kernel reads each group's once)
+                    HeadRows::Q4_0Columns(_) => {
+                        weighted_sum_add(level, s, values.rows(0..s.len(), hd), hd, out_t)
+                    }
+                    _ => for_chunks(s.len(), |r| {
+                        weighted_sum_add(level, &s[r.clone()], values.rows(r, hd), hd, out_t)
+                    }),
+                }
             }
             out
         })
@@ -296,24 +303,6 @@ fn scores_scalar(q: &Query<'_>, keys: HeadRows<'_>, hd: usize, scale: f32, s: &m
                 *sj = acc * scale;
             }
         }
-        (Query::Q8(q, _), HeadRows::Q4_0(k)) => {
-            for (sj, kj) in s.iter_mut().zip(k.chunks_exact(q.len())) {
-                let mut acc = 0f32;
-                for (a, b) in q.iter().zip(kj) {
-                    let (lo, hi) = a.qs.split_at(QK / 2);
-                    let isum: i32 =
-                        b.qs.iter()
-                            .zip(lo.iter().zip(hi))
-                            .map(|(&x, (&y0, &y1))| {
-                                (i32::from(x & 0x0f) - 8) * i32::from(y0)
-                                    + (i32::from(x >> 4) - 8) * i32::from(y1)
-                            })
-                            .sum();
-                    acc += a.d.to_f32() * b.d.to_f32() * isum as f32;
-                }
-                *sj = acc * scale;
-            }
-        }
         // a query prepared for another cache type: dequantize (not reached from attention)
         (q, keys) => {
             let qv = match q {
@@ -346,11 +335,8 @@ fn read_row(rows: HeadRows<'_>, j: usize, hd: usize, out: &mut [f32]) {
             let nb = hd / QK;
             q8_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
         }
-        HeadRows::Q4_0(r) => {
-            let nb = hd / QK;
-            q4_0::dequantize_row(&r[j * nb..(j + 1) * nb], out);
-        }
         HeadRows::Q4_0x8(r) => r.read(j, hd, out),
+        HeadRows::Q4_0Columns(c) => c.read(j, out),
     }
 }
 
@@ -420,7 +406,7 @@ fn weighted_sum_add(level: Level, p: &[f32], values: HeadRows<'_>, hd: usize, ou
                 HeadRows::F32(v) => avx2::weighted_sum_f32(p, v, hd, out),
                 HeadRows::F16(v) => avx2::weighted_sum_f16(p, v, hd, out),
                 HeadRows::Q8_0(v) => avx2::weighted_sum_q8_0(p, v, hd, out),
-                HeadRows::Q4_0(v) => avx2::weighted_sum_q4_0(p, v, hd, out),
+                HeadRows::Q4_0Columns(v) => weighted_sum_columns(level, p, v, hd, out),
                 // values are never stored eight to a group
                 HeadRows::Q4_0x8(_) => weighted_sum_scalar(p, values, hd, out),
             }
@@ -431,9 +417,151 @@ fn weighted_sum_add(level: Level, p: &[f32], values: HeadRows<'_>, hd: usize, ou
     weighted_sum_scalar(p, values, hd, out)
 }
 
+/// `out += Σ_j p[j] v_j` over Q4_0 values stored by dimension ([`Columns`]): the weights of
+/// the quantized columns as two Q8_0 rows ([`Weights`]), then for each eight dimensions
+/// [`q4_0x8`]'s kernel at `level` over those columns with both rows at once (each quant
+/// unpacked once; a column's slots outside the view have weight 0); the positions not yet
+/// quantized (the last < 32) are f32 rows with the f32 weights.
+fn weighted_sum_columns(level: Level, p: &[f32], v: Columns<'_>, hd: usize, out: &mut [f32]) {
+    let simd = match level {
+        Level::Avx2 => SimdLevel::Avx2,
+        _ => SimdLevel::Scalar,
+    };
+    if let Some((first, end, c0, c1)) = v.quantized() {
+        let w = Weights::new(
+            level,
+            &p[first - v.start..end - v.start],
+            first % QK,
+            c1 - c0,
+        );
+        let acts: [&[u8]; 2] = [bytemuck::cast_slice(&w.hi), bytemuck::cast_slice(&w.lo)];
+        let sums: [&[i32]; 2] = [&w.hi_sums, &w.lo_sums];
+        let mut o = [0f32; 2 * q4_0x8::ROWS];
+        for (g, out8) in out.chunks_exact_mut(q4_0x8::ROWS).enumerate() {
+            let group = v.group(g, c0, c1);
+            q4_0x8::gemm_with(simd, (c1 - c0) * QK, group, &acts, &sums, &mut o);
+            for (j, x) in out8.iter_mut().enumerate() {
+                *x += (o[2 * j] + o[2 * j + 1]) * w.unscale;
+            }
+        }
+    }
+    let (first, tail) = v.tail();
+    if !tail.is_empty() {
+        weighted_sum_add(level, &p[first - v.start..], HeadRows::F32(tail), hd, out);
+    }
+}
+
+/// The weights of a weighted sum over values stored by dimension, as the Q4_0×8 kernel takes
+/// them: Q8_0 blocks of 32 positions, twice. `hi` is the weights quantized (ggml's scale `max
+/// / 127`, quants rounded to nearest, ties to even), `lo` what `hi` misses (`p - hi`,
+/// quantized the same way), so `hi + lo` is within `max / 254²` or so of each weight (16 bits
+/// where one Q8_0 row alone would keep 8: that alone put errors of ~1 % in attention's output
+/// where one position's weight dominates its block). With each block's sum of quants
+/// (`*_sums`, for the kernel's `-8` offset).
+///
+/// The weights are first multiplied by a power of two that brings the largest to `2^15..2^16`
+/// (and the products by `unscale` after), so the f16 scales of both rows stay normal numbers:
+/// softmax weights are as small as `1 / n` over `n` positions, whose scales would otherwise
+/// be f16 subnormals with few bits.
+struct Weights {
+    hi: Vec<BlockQ8_0>,
+    lo: Vec<BlockQ8_0>,
+    hi_sums: Vec<i32>,
+    lo_sums: Vec<i32>,
+    /// The inverse of the power of two the weights were multiplied by.
+    unscale: f32,
+}
+
+impl Weights {
+    /// `p` in `n_blocks` blocks: the first `lead` positions of the first block and those past
+    /// `p` have weight 0. The same bits at every level.
+    fn new(level: Level, p: &[f32], lead: usize, n_blocks: usize) -> Weights {
+        // 2^(15 - e) for the largest weight m · 2^e (m in [1, 2)); 1 for zeros, infinities
+        // or NaN
+        let max = p.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
+        let (scale, unscale) = if max.is_normal() {
+            let k = (15 - e).clamp(-126, 126);
+            let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+            (pow2(k), pow2(-k))
+        } else {
+            (1.0, 1.0)
+        };
+        let mut w = Weights {
+            hi: Vec::with_capacity(n_blocks),
+            lo: Vec::with_capacity(n_blocks),
+            hi_sums: Vec::with_capacity(n_blocks),
+            lo_sums: Vec::with_capacity(n_blocks),
+            unscale,
+        };
+        let mut x = [0f32; QK];
+        for b in 0..n_blocks {
+            // positions b·32 - lead .. of p, times the scale (exact: a power of two)
+            x.fill(0.0);
+            let lo = (b * QK).checked_sub(lead);
+            let (from, skip) = match lo {
+                Some(lo) => (lo, 0),
+                None => (0, lead - b * QK),
+            };
+            let take = p.len().saturating_sub(from).min(QK - skip);
+            for (x, &p) in x[skip..skip + take].iter_mut().zip(&p[from..]) {
+                *x = p * scale;
+            }
+            let block = &x;
+            #[cfg(target_arch = "x86_64")]
+            let [(hi, hs), (lo, ls)] = if level == Level::Avx2 {
+                // SAFETY: `Level::Avx2` implies AVX2, FMA and F16C (see `scores_with`).
+                unsafe { avx2::quantize_weight_block(block) }
+            } else {
+                quantize_weight_block(block)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let [(hi, hs), (lo, ls)] = {
+                let _ = level;
+                quantize_weight_block(block)
+            };
+            w.hi.push(hi);
+            w.lo.push(lo);
+            w.hi_sums.push(hs);
+            w.lo_sums.push(ls);
+        }
+        w
+    }
+}
+
+/// One block of [`Weights`]: `[hi, lo]`, each a Q8_0 block and the sum of its quants.
+/// Portable [`avx2::quantize_weight_block`].
+fn quantize_weight_block(x: &[f32; QK]) -> [(BlockQ8_0, i32); 2] {
+    /// A Q8_0 block of `x` and its sum, with the quants as f32 times the stored scale.
+    fn q8(x: &[f32; QK]) -> ((BlockQ8_0, i32), [f32; QK]) {
+        let amax = x.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d >= f32::MIN_POSITIVE { 1.0 / d } else { 0.0 };
+        let mut b = BlockQ8_0 {
+            d: half::f16::from_f32(d),
+            qs: [0; QK],
+        };
+        let d16 = b.d.to_f32();
+        let mut sum = 0;
+        let mut back = [0f32; QK];
+        for ((q, &v), y) in b.qs.iter_mut().zip(x).zip(&mut back) {
+            let i = ((v * id).round_ties_even() as i32).clamp(-127, 127);
+            *q = i as i8;
+            sum += i;
+            *y = d16 * i as f32;
+        }
+        ((b, sum), back)
+    }
+    let (hi, back) = q8(x);
+    let residual: [f32; QK] = std::array::from_fn(|i| x[i] - back[i]);
+    let (lo, _) = q8(&residual);
+    [hi, lo]
+}
+
 /// Portable [`weighted_sum_add`].
 fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f32]) {
     match values {
+        HeadRows::Q4_0Columns(v) => weighted_sum_columns(Level::Scalar, p, v, hd, out),
         HeadRows::F32(v) => {
             for (&pj, vj) in p.iter().zip(v.chunks_exact(hd)) {
                 for (o, &x) in out.iter_mut().zip(vj) {
@@ -458,18 +586,6 @@ fn weighted_sum_scalar(p: &[f32], values: HeadRows<'_>, hd: usize, out: &mut [f3
                 }
             }
         }
-        HeadRows::Q4_0(v) => {
-            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd / QK)) {
-                for (ob, b) in out.chunks_exact_mut(QK).zip(vj) {
-                    let w = pj * b.d.to_f32();
-                    let (lo, hi) = ob.split_at_mut(QK / 2);
-                    for ((&x, l), h) in b.qs.iter().zip(lo).zip(hi) {
-                        *l += w * (f32::from(x & 0x0f) - 8.0);
-                        *h += w * (f32::from(x >> 4) - 8.0);
-                    }
-                }
-            }
-        }
         HeadRows::Q4_0x8(v) => {
             let mut row = vec![0f32; hd];
             let mut blocks = vec![bytemuck::Zeroable::zeroed(); hd / QK];
@@ -490,7 +606,6 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use half::f16;
-    use xverse_quant::blocks::q4_0::BlockQ4_0;
     use xverse_quant::blocks::q8_0::BlockQ8_0;
 
     /// Sum of the 8 lanes.
@@ -767,10 +882,6 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `out` must hold `nb * 32` elements.
-    ///
-    /// `offset` is a constant every widened element is off by (−8 for Q4_0's unsigned
-    /// nibbles): it is added once per output as `offset · Σ_j w_j` (the weights summed in
-    /// their own register) instead of to every element of every row.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn weighted_sum_blocks<B>(
@@ -778,7 +889,6 @@ mod avx2 {
         v: &[B],
         nb: usize,
         out: &mut [f32],
-        offset: f32,
         scale: impl Fn(&B) -> f32,
         widen: impl Fn(&B) -> [__m256; 4],
     ) {
@@ -790,7 +900,6 @@ mod avx2 {
             let op = ob.as_mut_ptr();
             // SAFETY: `ob` is 32 f32; the loads are unaligned.
             let mut acc = unsafe { [0, 8, 16, 24].map(|c| _mm256_loadu_ps(op.add(c))) };
-            let mut sum_w = _mm256_setzero_ps();
             for (&pj, row) in p.iter().zip(v.chunks_exact(nb)) {
                 let b = &row[bi];
                 let w = _mm256_set1_ps(pj * scale(b));
@@ -798,13 +907,6 @@ mod avx2 {
                 for c in 0..4 {
                     acc[c] = _mm256_fmadd_ps(w, x[c], acc[c]);
                 }
-                if offset != 0.0 {
-                    sum_w = _mm256_add_ps(sum_w, w);
-                }
-            }
-            if offset != 0.0 {
-                let off = _mm256_mul_ps(sum_w, _mm256_set1_ps(offset));
-                acc = acc.map(|a| _mm256_add_ps(a, off));
             }
             for (c, a) in acc.into_iter().enumerate() {
                 // SAFETY: as above, stores.
@@ -828,37 +930,75 @@ mod avx2 {
             })
         };
         // SAFETY: the features are the caller's contract; `out` holds `hd` ≥ nb * 32.
-        unsafe { weighted_sum_blocks(p, v, hd / 32, out, 0.0, |b| f16_to_f32(b.d), widen) }
+        unsafe { weighted_sum_blocks(p, v, hd / 32, out, |b| f16_to_f32(b.d), widen) }
     }
 
-    /// `out += Σ_j p[j] row_j` for Q4_0 rows of `hd / 32` blocks.
+    /// [`super::quantize_weight_block`], bit for bit: the same operations (products and
+    /// differences rounded as the scalar ones, rounding to nearest even).
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted_sum_q4_0(p: &[f32], v: &[BlockQ4_0], hd: usize, out: &mut [f32]) {
-        let widen = |b: &BlockQ4_0| {
-            let qp = b.qs.as_ptr();
-            let m4 = _mm256_set1_epi32(0x0f);
-            // bytes 0..8 and 8..16 widened to 32 bits: low nibbles are elements 0..16, high
-            // nibbles (a shift, no mask) elements 16..32; the −8 is the offset below
-            // SAFETY: 8 bytes at qs[0..] and qs[8..] are within the block's 16.
-            let (t0, t1) = unsafe {
-                (
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(qp.cast())),
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(qp.add(8).cast())),
-                )
+    pub unsafe fn quantize_weight_block(x: &[f32; 32]) -> [(BlockQ8_0, i32); 2] {
+        /// A Q8_0 block of `v`, its sum, and its quants times the stored scale.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn q8(v: [__m256; 4]) -> ((BlockQ8_0, i32), [__m256; 4]) {
+            // (loops, not closures: a closure would not inherit the target features, and its
+            // intrinsics would be calls)
+            let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+            let mut a = v;
+            for x in &mut a {
+                *x = _mm256_and_ps(*x, abs);
+            }
+            let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+            let d = _mm_cvtss_f32(m) / 127.0;
+            let id = _mm256_set1_ps(if d >= f32::MIN_POSITIVE { 1.0 / d } else { 0.0 });
+            let h = _mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT);
+            let d16 = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(h)));
+            // rounding to nearest even (the default MXCSR mode), then ±127 at most
+            let (lim, neg) = (_mm256_set1_epi32(127), _mm256_set1_epi32(-127));
+            let mut q = [_mm256_setzero_si256(); 4];
+            let mut back = [_mm256_setzero_ps(); 4];
+            for c in 0..4 {
+                let i = _mm256_cvtps_epi32(_mm256_mul_ps(v[c], id));
+                q[c] = _mm256_max_epi32(_mm256_min_epi32(i, lim), neg);
+                back[c] = _mm256_mul_ps(d16, _mm256_cvtepi32_ps(q[c]));
+            }
+            // 32 × i32 → 32 × i8; the packs interleave 128-bit lanes, the permutation puts
+            // them back in order
+            let w = _mm256_packs_epi32(q[0], q[1]);
+            let z = _mm256_packs_epi32(q[2], q[3]);
+            let bytes = _mm256_packs_epi16(w, z);
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let mut b = BlockQ8_0 {
+                d: f16::from_bits(_mm_extract_epi16(h, 0) as u16),
+                qs: [0; 32],
             };
-            [
-                _mm256_and_si256(t0, m4),
-                _mm256_and_si256(t1, m4),
-                _mm256_srli_epi32(t0, 4),
-                _mm256_srli_epi32(t1, 4),
-            ]
-            .map(|q| _mm256_cvtepi32_ps(q))
-        };
-        // SAFETY: the features are the caller's contract; `out` holds `hd` ≥ nb * 32.
-        unsafe { weighted_sum_blocks(p, v, hd / 32, out, -8.0, |b| f16_to_f32(b.d), widen) }
+            // SAFETY: qs is 32 bytes.
+            unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), bytes) };
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            ((b, _mm_cvtsi128_si32(s)), back)
+        }
+        let p = x.as_ptr();
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (c, v) in v.iter_mut().enumerate() {
+            // SAFETY: x holds 32 f32, four loads of 8.
+            *v = unsafe { _mm256_loadu_ps(p.add(8 * c)) };
+        }
+        let (hi, back) = q8(v);
+        for (v, b) in v.iter_mut().zip(back) {
+            *v = _mm256_sub_ps(*v, b);
+        }
+        let (lo, _) = q8(v);
+        [hi, lo]
     }
 
     /// `e^x` of 8 lanes (Cephes' `expf`: ≈1 ulp on the range of a softmax, x ≤ 0); 0 below
@@ -1026,6 +1166,34 @@ mod tests {
     use super::*;
     use crate::kv_cache::KvCache;
     use half::f16;
+    use xverse_quant::blocks::q4_0;
+
+    /// `q·k_j · scale` of Q4_0 rows `k` (`hd / 32` blocks each) by quant's scalar
+    /// `vec_dot_q4_0_q8_0` (the exact integer products per block).
+    fn q4_0_scores_reference(q: &[BlockQ8_0], k: &[q4_0::BlockQ4_0], scale: f32) -> Vec<f32> {
+        k.chunks_exact(q.len())
+            .map(|row| {
+                let hd = q.len() * QK;
+                let (w, a) = (bytemuck::cast_slice(row), bytemuck::cast_slice(q));
+                kernels::vec_dot_with(SimdLevel::Scalar, GgmlType::Q4_0, hd, w, a) * scale
+            })
+            .collect()
+    }
+
+    /// `n` positions of one head's values `v` (`n × hd`) in a q4_0 cache (stored by dimension):
+    /// the cache and, as f32, the values it holds.
+    fn q4_0_values(v: &[f32], hd: usize) -> (KvCache, Vec<f32>) {
+        let n = v.len() / hd;
+        let ty = KvTypes {
+            k: CacheType::F32,
+            v: CacheType::Q4_0,
+        };
+        let mut c = KvCache::new(ty, 1, n.max(1), 1, hd).unwrap();
+        c.layer_mut(0).store(0, v, v).unwrap();
+        let mut held = vec![0f32; n * hd];
+        c.layer(0).read_v(0, n, &mut held);
+        (c, held)
+    }
 
     fn hp(heads: u32, kv_heads: u32, head_dim: u32) -> Hparams {
         Hparams {
@@ -1182,7 +1350,15 @@ mod tests {
                     for level in levels() {
                         let got = attention_with(level, &p, c.layer(0), ty, &q, pos0, n).unwrap();
                         let quantized_query = matches!(ty.k, CacheType::Q8_0 | CacheType::Q4_0);
-                        let tol = if quantized_query { 2e-3 } else { 2e-5 };
+                        // q4_0 values: the weights are quantized to 16 bits per 32 positions
+                        // (within the bound `weighted_sum_over_values_by_dimension` checks)
+                        let tol = if quantized_query {
+                            2e-3
+                        } else if ty.v == CacheType::Q4_0 {
+                            1e-4
+                        } else {
+                            2e-5
+                        };
                         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (a - b).abs() <= tol,
@@ -1259,11 +1435,10 @@ mod tests {
                     let query = Query::Q8(&qb, &sums);
                     for from in [0, 3.min(n)] {
                         let m = n - from;
-                        let (mut a, mut b) = (vec![0f32; m], vec![0f32; m]);
+                        let mut a = vec![0f32; m];
                         let keys = packed.rows(from..n, hd);
                         scores_with(Level::Avx2, &query, keys, hd, scale, &mut a);
-                        let rows = HeadRows::Q4_0(&kb).rows(from..n, hd);
-                        scores_scalar(&Query::Q8(&qb, &[]), rows, hd, scale, &mut b);
+                        let b = q4_0_scores_reference(&qb, &kb[from * nb..], scale);
                         close(&a, &b, 1e-5, "q4_0 scores");
                         scores_with(Level::Scalar, &query, keys, hd, scale, &mut a);
                         close(&a, &b, 1e-5, "q4_0 scores, scalar packed kernel");
@@ -1278,25 +1453,16 @@ mod tests {
                     let mut c = vec![0f32; n];
                     scores_scalar(&Query::F32(&qd), HeadRows::F32(&kd), hd, scale, &mut c);
                     close(&a, &c, 1e-4, "q4_0 scores vs f32");
-                    let keys = HeadRows::Q4_0(&kb);
-                    let p = values(n, 9, 1.0);
-                    let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
-                    weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
-                    weighted_sum_scalar(&p, keys, hd, &mut b);
-                    close(&a, &b, 1e-5, "q4_0 weighted sum");
-                    let mut c = vec![0f32; hd];
-                    weighted_sum_scalar(&p, HeadRows::F32(&kd), hd, &mut c);
-                    close(&a, &c, 1e-5, "q4_0 weighted sum vs f32");
                 }
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    /// The Q4_0 kernels at the ends of their integer ranges: nibbles all 15 or all 0 against
-    /// query quants of ±127 (the scores of keys stored eight to a group take the −8 off as
-    /// `8 · Σ q` per block, the weighted sum once per output), 19 rows (two groups and part of
-    /// a third), exact integers against the scalar kernels of rows.
+    /// The Q4_0 score kernel at the ends of its integer ranges: nibbles all 15 or all 0
+    /// against query quants of ±127 (keys stored eight to a group take the −8 off as `8 · Σ q`
+    /// per block), 19 rows (two groups and part of a third), exact integers against quant's
+    /// scalar kernel of rows.
     #[test]
     fn avx2_q4_0_kernels_at_the_integer_limits() {
         if Level::detect() != Level::Avx2 {
@@ -1324,12 +1490,11 @@ mod tests {
                     qs: [nib; QK / 2],
                 })
                 .collect();
-            let keys = HeadRows::Q4_0(&k);
             let (groups, sums) = (packed_keys(&k, hd), query_sums(&q));
             let packed = all_rows(&groups, n);
-            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            let mut a = vec![0f32; n];
             scores_with(Level::Avx2, &Query::Q8(&q, &sums), packed, hd, 1.0, &mut a);
-            scores_scalar(&Query::Q8(&q, &[]), keys, hd, 1.0, &mut b);
+            let b = q4_0_scores_reference(&q, &k, 1.0);
             for (j, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-6 * y.abs().max(1.0),
@@ -1337,17 +1502,151 @@ mod tests {
                 );
                 assert!(y.abs() > 1000.0, "{y}: the test should reach large sums");
             }
-            let p = values(n, 3, 1.0);
-            let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
-            weighted_sum_with(Level::Avx2, &p, keys, hd, &mut a);
-            weighted_sum_scalar(&p, keys, hd, &mut b);
-            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                assert!(
-                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                    "weighted sum, nibbles {nib:#x} [{i}]: {x} vs {y}"
-                );
+        }
+    }
+
+    /// The weighted sum over q4_0 values stored by dimension, at every level, from the first
+    /// position and from positions inside a column, with and without unquantized last
+    /// positions: (1) exactly `Σ p̂_j v_j` of the values held and the weights as quantized
+    /// (`p̂`: two Q8_0 rows per 32 positions, [`Weights`], the tail's f32); (2) within the quantization's bound of
+    /// the f32 weights, `Σ_j |p_j - p̂_j| · |v_j|`, each `|p_j - p̂_j|` at most half a step
+    /// (`max / 254` of its block, and the scale's f16 rounding); (3) the AVX2 kernels equal the scalar ones.
+    #[test]
+    fn weighted_sum_over_values_by_dimension() {
+        let mut levels = vec![Level::Scalar];
+        if Level::detect() == Level::Avx2 {
+            levels.push(Level::Avx2);
+        }
+        for hd in [32usize, 64, 128] {
+            for n in [1usize, 31, 32, 33, 70, 100] {
+                let v = values(n * hd, 5, 1.0);
+                let (cache, held) = q4_0_values(&v, hd);
+                let all = cache.layer(0).v_rows(0, n);
+                assert!(matches!(all, HeadRows::Q4_0Columns(_)));
+                let quantized_end = n / QK * QK;
+                for from in [0usize, 3, 33].into_iter().filter(|&f| f < n) {
+                    let m = n - from;
+                    // softmax-like weights with one large one
+                    let mut p: Vec<f32> = values(m, 9 + from as u64, 0.05)
+                        .iter()
+                        .map(|x| x.abs())
+                        .collect();
+                    p[m / 2] = 0.6;
+                    // the weights as the kernel quantizes them
+                    let mut pq = p.clone();
+                    if from < quantized_end {
+                        let nq = quantized_end - from;
+                        let n_blocks = quantized_end.div_ceil(QK) - from / QK;
+                        let w = Weights::new(Level::Scalar, &p[..nq], from % QK, n_blocks);
+                        let (mut hi, mut lo) =
+                            (vec![0f32; n_blocks * QK], vec![0f32; n_blocks * QK]);
+                        q8_0::dequantize_row(&w.hi, &mut hi);
+                        q8_0::dequantize_row(&w.lo, &mut lo);
+                        for (j, x) in pq[..nq].iter_mut().enumerate() {
+                            *x = (hi[from % QK + j] + lo[from % QK + j]) * w.unscale;
+                        }
+                        for (blocks, sums) in [(&w.hi, &w.hi_sums), (&w.lo, &w.lo_sums)] {
+                            for (b, &sum) in blocks.iter().zip(sums) {
+                                let want: i32 = b.qs.iter().map(|&q| i32::from(q)).sum();
+                                assert_eq!(sum, want);
+                            }
+                        }
+                    }
+                    let rows = &held[from * hd..];
+                    let mut exact = vec![0f32; hd];
+                    weighted_sum_scalar(&pq, HeadRows::F32(rows), hd, &mut exact);
+                    let mut ideal = vec![0f32; hd];
+                    weighted_sum_scalar(&p, HeadRows::F32(rows), hd, &mut ideal);
+                    let mut first = None;
+                    for &level in &levels {
+                        let mut a = vec![0f32; hd];
+                        weighted_sum_with(level, &p, all.rows(from..n, hd), hd, &mut a);
+                        for d in 0..hd {
+                            let what = format!("{level:?} hd {hd} n {n} from {from} [{d}]");
+                            let (x, y) = (a[d], exact[d]);
+                            assert!(
+                                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                                "{what}: {x} vs {y}"
+                            );
+                            let bound: f32 = (0..m)
+                                .map(|j| (p[j] - pq[j]).abs() * rows[j * hd + d].abs())
+                                .sum();
+                            assert!(
+                                (x - ideal[d]).abs() <= bound * 1.01 + 1e-5,
+                                "{what}: {x} vs {} beyond {bound}",
+                                ideal[d]
+                            );
+                        }
+                        // each weight within half a step of the second row's block (≤ half a
+                        // step of the first, max / 254, plus its scale's rounding to f16),
+                        // so within max / 254² and the roundings of f16 and f32
+                        let block_max = |j: usize| {
+                            let b0 = (from + j) / QK * QK;
+                            let (lo, hi) = (b0.max(from) - from, (b0 + QK).min(n) - from);
+                            p[lo..hi].iter().fold(0f32, |a, &b| a.max(b))
+                        };
+                        for j in 0..m {
+                            let half_step = block_max(j) * 2e-5 + 1e-9;
+                            assert!(
+                                (p[j] - pq[j]).abs() <= half_step,
+                                "weight {j}: {} as {}",
+                                p[j],
+                                pq[j]
+                            );
+                        }
+                        match first {
+                            None => first = Some(a),
+                            Some(ref f) => {
+                                for (x, y) in a.iter().zip(f) {
+                                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "levels");
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// The AVX2 quantizer of the weights equals the scalar one bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_weight_quantizer_matches_scalar() {
+        if Level::detect() != Level::Avx2 {
+            return;
+        }
+        let mut cases: Vec<[f32; QK]> = vec![[0.0; QK], [1.0; QK], [1e-40; QK]];
+        let mut one = [0f32; QK];
+        one[17] = 0.3;
+        cases.push(one);
+        cases.push(std::array::from_fn(
+            |i| if i % 2 == 0 { 40000.0 } else { -3.5 },
+        ));
+        for seed in 0..200 {
+            let v = values(QK, seed, 1.0);
+            let scale = [1.0, 1e-3, 1e-7, 30.0][seed as usize % 4];
+            cases.push(std::array::from_fn(|i| v[i].abs() * scale));
+        }
+        for x in &cases {
+            let a = quantize_weight_block(x);
+            // SAFETY: AVX2, FMA and F16C checked above.
+            let b = unsafe { avx2::quantize_weight_block(x) };
+            for ((a, sa), (b, sb)) in a.into_iter().zip(b) {
+                let bits = |b: BlockQ8_0| (b.d.to_bits(), b.qs);
+                assert_eq!((bits(a), sa), (bits(b), sb), "{x:?}");
+            }
+            // weights ≥ 0: the first row's quants too
+            if x.iter().all(|&x| x >= 0.0) {
+                assert!(a[0].0.qs.iter().all(|&q| q >= 0));
+            }
+        }
+        // 20000: the first row's scale is 157.5 in f16 (20002.5 for 127), the second row
+        // takes the -2.5 back
+        one[17] = 20000.0;
+        let [(hi, _), (lo, _)] = quantize_weight_block(&one);
+        assert_eq!((hi.qs[17], lo.qs[17]), (127, -127));
+        let kept = hi.d.to_f32() * 127.0 - lo.d.to_f32() * 127.0;
+        assert!((kept - 20000.0).abs() < 1e-2, "{kept}");
     }
 
     #[test]

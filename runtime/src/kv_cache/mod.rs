@@ -1,20 +1,23 @@
 //! The key/value cache of a range of layers.
 //!
 //! For every layer, keys and values are stored per kv head (head-major: kv head `h` holds its
-//! rows of `head_dim` elements for positions `0, 1, 2, …` contiguously, so attention's pass over
-//! the positions of one head reads memory sequentially), in one of four types, chosen for the
+//! rows of `head_dim` elements for positions `0, 1, 2, …` contiguously, q4_0 values its
+//! dimensions' runs of positions, so attention's passes over the positions of one head read
+//! memory sequentially), in one of four types, chosen for the
 //! keys and the values separately ([`KvTypes`], llama.cpp's `--cache-type-k` / `--cache-type-v`):
 //!
 //! * `f16` (the default, as in llama.cpp),
 //! * `f32` (exact),
 //! * `q8_0`: each head row is `head_dim / 32` Q8_0 blocks (8.5 bits per element), quantized
 //!   with the foundation's (ggml's reference) quantizer,
-//! * `q4_0`: each head row is `head_dim / 32` Q4_0 blocks (4.5 bits per element), ggml's
-//!   reference quantizer too. Q4_0 *keys* are stored eight positions to a group in the
-//!   interleaved layout of the repacked weights ([`q4_0x8`]: per block column the eight
-//!   positions' scales, then their quants four bytes each), written one position at a time, so
-//!   that attention's scores are that layout's matrix × vector kernel; values stay row by row
-//!   (the weighted sum adds whole rows). Same bytes per position either way.
+//! * `q4_0`: Q4_0 blocks (4.5 bits per element), ggml's reference quantizer too, laid out for
+//!   the repacked weights' Q4_0×8 matrix × vector kernel ([`q4_0x8`]) so that both passes of
+//!   attention are that kernel. *Keys*: each head row is `head_dim / 32` blocks, stored eight
+//!   positions to a group in the interleaved layout (per block column the eight positions'
+//!   scales, then their quants four bytes each), written one position at a time. *Values*:
+//!   transposed ([`columns`]): a block holds one dimension at 32 consecutive positions, eight
+//!   dimensions to a group; the last positions, until 32 are complete, are kept as f32. Same
+//!   bytes per position as rows (plus that f32 tail per head).
 //!
 //! The block types need `head_dim` to be a multiple of 32.
 //!
@@ -30,6 +33,10 @@ use xverse_quant::blocks::q8_0::{self, BlockQ8_0};
 use xverse_quant::kernels::q4_0x8;
 
 use crate::error::RuntimeError;
+
+mod columns;
+pub use columns::Columns;
+use columns::ValueColumns;
 
 /// Elements per Q8_0 / Q4_0 block.
 const QK: usize = 32;
@@ -153,7 +160,6 @@ enum Rows {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Q8_0(Vec<BlockQ8_0>),
-    Q4_0(Vec<BlockQ4_0>),
     /// Q4_0 rows eight to a group in [`q4_0x8`]'s layout (whole groups allocated; the slots
     /// of a last group past `rows` hold zeros or forgotten rows, never read as positions).
     Q4_0x8 {
@@ -161,28 +167,32 @@ enum Rows {
         rows: usize,
         head_dim: usize,
     },
+    /// Q4_0 values by dimension, 32 positions to a block ([`ValueColumns`]).
+    Q4_0Columns(ValueColumns),
 }
 
 impl Rows {
-    /// Rows of values (and of keys of the other types): one after another.
-    fn new(ty: CacheType) -> Rows {
+    /// Keys of `head_dim` elements: row after row, Q4_0 in groups of eight
+    /// ([`Rows::Q4_0x8`]).
+    fn new_keys(ty: CacheType, head_dim: usize) -> Rows {
         match ty {
             CacheType::F32 => Rows::F32(Vec::new()),
             CacheType::F16 => Rows::F16(Vec::new()),
             CacheType::Q8_0 => Rows::Q8_0(Vec::new()),
-            CacheType::Q4_0 => Rows::Q4_0(Vec::new()),
-        }
-    }
-
-    /// Rows of keys of `head_dim` elements: Q4_0 in groups of eight ([`Rows::Q4_0x8`]).
-    fn new_keys(ty: CacheType, head_dim: usize) -> Rows {
-        match ty {
             CacheType::Q4_0 => Rows::Q4_0x8 {
                 groups: Vec::new(),
                 rows: 0,
                 head_dim,
             },
-            _ => Rows::new(ty),
+        }
+    }
+
+    /// Values of `head_dim` elements: Q4_0 by dimension ([`Rows::Q4_0Columns`]), the other
+    /// types as keys.
+    fn new_values(ty: CacheType, head_dim: usize) -> Rows {
+        match ty {
+            CacheType::Q4_0 => Rows::Q4_0Columns(ValueColumns::new(head_dim)),
+            _ => Rows::new_keys(ty, head_dim),
         }
     }
 
@@ -220,7 +230,6 @@ impl Rows {
                 };
                 grow(v, n / QK, max / QK, zero)
             }
-            Rows::Q4_0(v) => grow(v, n / QK, max / QK, bytemuck::Zeroable::zeroed()),
             Rows::Q4_0x8 {
                 groups,
                 rows,
@@ -232,6 +241,10 @@ impl Rows {
                 *rows = (*rows).max(n);
                 Ok(())
             }
+            Rows::Q4_0Columns(c) => {
+                let hd = c.head_dim();
+                c.ensure(n / hd, max / hd)
+            }
         }
     }
 
@@ -241,8 +254,8 @@ impl Rows {
             Rows::F32(v) => v.len(),
             Rows::F16(v) => v.len(),
             Rows::Q8_0(v) => v.len() * QK,
-            Rows::Q4_0(v) => v.len() * QK,
             Rows::Q4_0x8 { rows, head_dim, .. } => rows * head_dim,
+            Rows::Q4_0Columns(c) => c.positions() * c.head_dim(),
         }
     }
 
@@ -251,7 +264,6 @@ impl Rows {
             Rows::F32(v) => v.truncate(n),
             Rows::F16(v) => v.truncate(n),
             Rows::Q8_0(v) => v.truncate(n / QK),
-            Rows::Q4_0(v) => v.truncate(n / QK),
             Rows::Q4_0x8 {
                 groups,
                 rows,
@@ -260,6 +272,7 @@ impl Rows {
                 *rows = (*rows).min(n / *head_dim);
                 groups.truncate(rows.div_ceil(8) * group_bytes(*head_dim));
             }
+            Rows::Q4_0Columns(c) => c.truncate(n / c.head_dim()),
         }
     }
 
@@ -276,10 +289,6 @@ impl Rows {
                 let b = at / QK;
                 q8_0::quantize_row(src, &mut v[b..b + src.len() / QK]);
             }
-            Rows::Q4_0(v) => {
-                let b = at / QK;
-                q4_0::quantize_row(src, &mut v[b..b + src.len() / QK]);
-            }
             Rows::Q4_0x8 {
                 groups, head_dim, ..
             } => {
@@ -291,6 +300,15 @@ impl Rows {
                     let group = &mut groups[r / 8 * gb..][..gb];
                     let packed = q4_0x8::pack_row(hd, r % 8, bytemuck::cast_slice(&row), group);
                     debug_assert!(packed, "whole rows of a group of {gb} bytes");
+                }
+            }
+            Rows::Q4_0Columns(c) => {
+                // positions are appended: writing at `at` forgets those from there on
+                let hd = c.head_dim();
+                c.truncate(at / hd);
+                debug_assert_eq!(c.positions(), at / hd, "positions are written in order");
+                for row in src.chunks_exact(hd) {
+                    c.push(row);
                 }
             }
         }
@@ -310,10 +328,6 @@ impl Rows {
                 let b = at / QK;
                 q8_0::dequantize_row(&v[b..b + dst.len() / QK], dst);
             }
-            Rows::Q4_0(v) => {
-                let b = at / QK;
-                q4_0::dequantize_row(&v[b..b + dst.len() / QK], dst);
-            }
             Rows::Q4_0x8 {
                 groups, head_dim, ..
             } => {
@@ -328,6 +342,12 @@ impl Rows {
                     packed.read_with(at / hd + i, &mut row, dst);
                 }
             }
+            Rows::Q4_0Columns(c) => {
+                let (hd, view) = (c.head_dim(), c.view(c.positions()));
+                for (i, dst) in dst.chunks_exact_mut(hd).enumerate() {
+                    view.read(at / hd + i, dst);
+                }
+            }
         }
     }
 
@@ -336,8 +356,8 @@ impl Rows {
             Rows::F32(v) => v.capacity() * 4,
             Rows::F16(v) => v.capacity() * 2,
             Rows::Q8_0(v) => v.capacity() * std::mem::size_of::<BlockQ8_0>(),
-            Rows::Q4_0(v) => v.capacity() * std::mem::size_of::<BlockQ4_0>(),
             Rows::Q4_0x8 { groups, .. } => groups.capacity(),
+            Rows::Q4_0Columns(c) => c.bytes(),
         }
     }
 }
@@ -379,16 +399,17 @@ impl PackedRows<'_> {
 }
 
 /// The first positions of one kv head's keys or values, as stored: `n × head_dim` elements,
-/// position-major (q8_0 and q4_0 values: `n × head_dim / 32` blocks; q4_0 keys: groups of
-/// eight positions, [`PackedRows`]).
+/// position-major (q8_0: `n × head_dim / 32` blocks; q4_0 keys: groups of eight positions,
+/// [`PackedRows`]; q4_0 values: by dimension, [`Columns`]).
 #[derive(Clone, Copy, Debug)]
 pub enum HeadRows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Q8_0(&'a [BlockQ8_0]),
-    Q4_0(&'a [BlockQ4_0]),
     /// Q4_0 keys, eight positions to a group.
     Q4_0x8(PackedRows<'a>),
+    /// Q4_0 values by dimension, 32 positions to a block.
+    Q4_0Columns(Columns<'a>),
 }
 
 impl<'a> HeadRows<'a> {
@@ -399,7 +420,6 @@ impl<'a> HeadRows<'a> {
             HeadRows::F32(r) => HeadRows::F32(&r[a * head_dim..b * head_dim]),
             HeadRows::F16(r) => HeadRows::F16(&r[a * head_dim..b * head_dim]),
             HeadRows::Q8_0(r) => HeadRows::Q8_0(&r[a * head_dim / QK..b * head_dim / QK]),
-            HeadRows::Q4_0(r) => HeadRows::Q4_0(&r[a * head_dim / QK..b * head_dim / QK]),
             HeadRows::Q4_0x8(p) => {
                 let (first, gb) = (p.skip + a, group_bytes(head_dim));
                 HeadRows::Q4_0x8(PackedRows {
@@ -408,6 +428,7 @@ impl<'a> HeadRows<'a> {
                     rows: b - a,
                 })
             }
+            HeadRows::Q4_0Columns(c) => HeadRows::Q4_0Columns(c.rows(range)),
         }
     }
 }
@@ -419,7 +440,6 @@ impl Rows {
             Rows::F32(v) => HeadRows::F32(&v[..n]),
             Rows::F16(v) => HeadRows::F16(&v[..n]),
             Rows::Q8_0(v) => HeadRows::Q8_0(&v[..n / QK]),
-            Rows::Q4_0(v) => HeadRows::Q4_0(&v[..n / QK]),
             Rows::Q4_0x8 {
                 groups, head_dim, ..
             } => {
@@ -430,6 +450,7 @@ impl Rows {
                     rows,
                 })
             }
+            Rows::Q4_0Columns(c) => HeadRows::Q4_0Columns(c.view(n / c.head_dim())),
         }
     }
 }
@@ -597,7 +618,7 @@ impl KvCache {
         ty.v.check_head_dim(head_dim)?;
         let layer = LayerCache {
             k: vec![Rows::new_keys(ty.k, head_dim); kv_heads],
-            v: vec![Rows::new(ty.v); kv_heads],
+            v: vec![Rows::new_values(ty.v, head_dim); kv_heads],
             kv_dim: kv_heads * head_dim,
             head_dim,
             kv_heads,
@@ -764,8 +785,8 @@ mod tests {
                             }
                         }
                         HeadRows::Q8_0(r) => q8_0::dequantize_row(&r[p..p + 1], &mut got),
-                        HeadRows::Q4_0(r) => q4_0::dequantize_row(&r[p..p + 1], &mut got),
                         HeadRows::Q4_0x8(r) => r.read(p, hd, &mut got),
+                        HeadRows::Q4_0Columns(r) => r.read(p, &mut got),
                     }
                     assert_eq!(
                         &got[..],
@@ -833,31 +854,51 @@ mod tests {
         assert_eq!(ty.to_string(), "k q8_0, v q4_0");
         assert_eq!(KvTypes::from(CacheType::F16).to_string(), "f16");
         assert_eq!(ty.row_bytes(hd), 2 * 34 + 2 * 18);
-        let mut c = KvCache::new(ty, 1, 4, heads, hd).unwrap();
+        let mut c = KvCache::new(ty, 1, 64, heads, hd).unwrap();
         assert_eq!(c.cache_type(), ty);
-        let k: Vec<f32> = (0..heads * hd).map(|i| (i as f32 * 0.3).sin()).collect();
+        // 33 positions: q4_0 values of positions 0..32 quantized, position 32 still f32
+        let n = 33;
+        let k: Vec<f32> = (0..n * heads * hd)
+            .map(|i| (i as f32 * 0.3).sin())
+            .collect();
         c.layer_mut(0).store(0, &k, &k).unwrap();
-        assert!(matches!(c.layer(0).k_rows(1, 1), HeadRows::Q8_0(r) if r.len() == 2));
-        assert!(matches!(c.layer(0).v_rows(1, 1), HeadRows::Q4_0(r) if r.len() == 2));
-        let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
-        c.layer(0).read_k(1, 1, &mut a);
-        c.layer(0).read_v(1, 1, &mut b);
-        let err = |x: &[f32]| -> f32 {
-            x.iter()
-                .zip(&k[hd..])
+        assert!(matches!(c.layer(0).k_rows(1, n), HeadRows::Q8_0(r) if r.len() == 2 * n));
+        assert!(matches!(c.layer(0).v_rows(1, n), HeadRows::Q4_0Columns(r) if r.len() == n));
+        let (mut a, mut b) = (vec![0f32; n * hd], vec![0f32; n * hd]);
+        c.layer(0).read_k(1, n, &mut a);
+        c.layer(0).read_v(1, n, &mut b);
+        // position p of head 1
+        let err = |x: &[f32], p: usize| -> f32 {
+            x[p * hd..(p + 1) * hd]
+                .iter()
+                .zip(&k[p * heads * hd + hd..])
                 .map(|(p, q)| (p - q).abs())
                 .fold(0.0, f32::max)
         };
-        assert!(
-            err(&a) <= 1.0 / 127.0 && err(&b) <= 1.0 / 8.0,
-            "{} {}",
-            err(&a),
-            err(&b)
+        for p in 0..32 {
+            assert!(
+                err(&a, p) <= 1.0 / 127.0 && err(&b, p) <= 1.0 / 8.0,
+                "{} {}",
+                err(&a, p),
+                err(&b, p)
+            );
+            assert!(
+                err(&b, p) > err(&a, p),
+                "values are stored coarser than keys"
+            );
+        }
+        assert_eq!(
+            err(&b, 32),
+            0.0,
+            "the last values, not yet 32, are kept as f32"
         );
-        assert!(err(&b) > err(&a), "values are stored coarser than keys");
-        c.fill_synthetic(4, 7).unwrap();
-        // q8_0 keys 34 B + q4_0 values 18 B per block of 32, 2 heads, 4 positions
-        assert_eq!(c.bytes(), 4 * heads * (2 * 34 + 2 * 18));
+        c.fill_synthetic(64, 7).unwrap();
+        // q8_0 keys 34 B + q4_0 values 18 B per block of 32, 2 heads, 64 positions; and the
+        // values' f32 rows of the last positions (room for 32 per head)
+        assert_eq!(
+            c.bytes(),
+            64 * heads * (2 * 34 + 2 * 18) + heads * 32 * hd * 4
+        );
     }
 
     /// Q4_0 keys are stored eight positions to a group, one position at a time as decode
@@ -931,8 +972,8 @@ mod tests {
                     "read_k {p}"
                 );
             }
-            // values stay row by row
-            assert!(matches!(c.layer(0).v_rows(h, n), HeadRows::Q4_0(_)));
+            // values are stored by dimension
+            assert!(matches!(c.layer(0).v_rows(h, n), HeadRows::Q4_0Columns(_)));
         }
     }
 

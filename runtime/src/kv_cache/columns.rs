@@ -152,8 +152,9 @@ impl ValueColumns {
         self.tail.resize(kept * hd, 0.0);
         if kept > 0 {
             let mut values = [0f32; DIMS * QK];
-            for g in 0..hd / DIMS {
-                self.column_values(g, col, &mut values);
+            let stride = self.cap * COL_BYTES;
+            for (g, group) in self.groups.chunks_exact(stride).enumerate() {
+                dequantize_column(&group[col * COL_BYTES..][..COL_BYTES], &mut values);
                 for (i, dim) in values.chunks_exact(QK).enumerate() {
                     for (j, &v) in dim[..kept].iter().enumerate() {
                         self.tail[j * hd + g * DIMS + i] = v;
@@ -162,16 +163,6 @@ impl ValueColumns {
             }
         }
         self.cols = col;
-    }
-
-    /// Dimensions `8g..8g + 8` of column `col` dequantized: 32 positions of each, dimension by
-    /// dimension.
-    fn column_values(&self, g: usize, col: usize, out: &mut [f32; DIMS * QK]) {
-        let column = &self.groups[g * self.cap * COL_BYTES + col * COL_BYTES..][..COL_BYTES];
-        let mut blocks = [<BlockQ4_0 as bytemuck::Zeroable>::zeroed(); DIMS];
-        let unpacked = q4_0x8::unpack(QK, column, bytemuck::cast_slice_mut(&mut blocks));
-        debug_assert!(unpacked, "one column is eight blocks");
-        q4_0::dequantize_row(&blocks, out);
     }
 
     /// The values of positions `0..n` (`n` at most [`ValueColumns::positions`]), as stored.
@@ -191,6 +182,15 @@ impl ValueColumns {
     pub fn bytes(&self) -> usize {
         self.groups.capacity() + self.tail.capacity() * std::mem::size_of::<f32>()
     }
+}
+
+/// One block column of a group (eight dimensions) dequantized: 32 positions of each,
+/// dimension by dimension.
+fn dequantize_column(column: &[u8], out: &mut [f32; DIMS * QK]) {
+    let mut blocks = [<BlockQ4_0 as bytemuck::Zeroable>::zeroed(); DIMS];
+    let unpacked = q4_0x8::unpack(QK, column, bytemuck::cast_slice_mut(&mut blocks));
+    debug_assert!(unpacked, "one column is eight blocks");
+    q4_0::dequantize_row(&blocks, out);
 }
 
 fn no_memory(bytes: usize) -> RuntimeError {
@@ -267,16 +267,9 @@ impl<'a> Columns<'a> {
             return;
         }
         let (col, at) = (p / QK, p % QK);
-        let mut blocks = [<BlockQ4_0 as bytemuck::Zeroable>::zeroed(); DIMS];
         let mut values = [0f32; DIMS * QK];
         for (g, out) in out.chunks_exact_mut(DIMS).enumerate() {
-            let unpacked = q4_0x8::unpack(
-                QK,
-                self.group(g, col, col + 1),
-                bytemuck::cast_slice_mut(&mut blocks),
-            );
-            debug_assert!(unpacked, "one column is eight blocks");
-            q4_0::dequantize_row(&blocks, &mut values);
+            dequantize_column(self.group(g, col, col + 1), &mut values);
             for (o, dim) in out.iter_mut().zip(values.chunks_exact(QK)) {
                 *o = dim[at];
             }

@@ -10,14 +10,12 @@ use xverse_quant::blocks;
 use xverse_quant::kernels::{self, SimdLevel};
 use xverse_quant::GgmlType;
 
+#[path = "support/timing.rs"]
+mod timing;
+use timing::*;
+
 /// This thread's CPU time in seconds (`/proc/thread-self/schedstat`, Linux), if readable: the
 /// machine may be shared, so GB/s per CPU-second is printed beside GB/s per wall-second.
-fn cpu_time() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)

@@ -66,6 +66,37 @@ pub(super) fn lanes(v: __m256) -> [f32; ROWS] {
 /// slice would panic, never read out of bounds.)
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
+    lanes(group_products(group, act, sums))
+}
+
+/// [`gemv`] of every group of `group_bytes` in `groups`, the eight results of group `g` at
+/// `out[8 · g..]`: one call for a run of groups (the attention's keys, four blocks a group at
+/// head size 128, where a call per group cost as much as the products).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
+/// slice would panic, never read out of bounds.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemv_groups(
+    groups: &[u8],
+    group_bytes: usize,
+    act: &[u8],
+    sums: &[i32],
+    out: &mut [f32],
+) {
+    for (group, o) in groups
+        .chunks_exact(group_bytes)
+        .zip(out.chunks_exact_mut(ROWS))
+    {
+        let o: &mut [f32; ROWS] = o.try_into().expect("8 outputs");
+        *o = lanes(group_products(group, act, sums));
+    }
+}
+
+/// The eight rows of `group` · `act`, row `j` in lane `j`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn group_products(group: &[u8], act: &[u8], sums: &[i32]) -> __m256 {
     let mut acc = _mm256_setzero_ps();
     for ((col, by), &s) in group
         .chunks_exact(GROUP_BLOCK_BYTES)
@@ -76,7 +107,7 @@ pub unsafe fn gemv(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
         let d_rows = _mm256_cvtph_ps(load16(col));
         acc = accumulate(s16, s, d_rows, by, acc);
     }
-    lanes(acc)
+    acc
 }
 
 /// `out[j · acts.len() + t]` = row `j` of `group` · `acts[t]` for up to [`TILE_TOKENS`]
@@ -99,16 +130,22 @@ pub unsafe fn gemm(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32
 fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &mut [f32]) {
     const { assert!(NT <= TILE_TOKENS) };
     let low = _mm256_set1_epi8(0x0f);
+    // the rows as a fixed-size array (not `array::from_fn` per block: its closure does not
+    // inherit the target features and was left out of line for some NT, called per block)
+    let mut a: [&[u8]; NT] = [&[]; NT];
+    let mut sm: [&[i32]; NT] = [&[]; NT];
+    a.copy_from_slice(&acts[..NT]);
+    sm.copy_from_slice(&sums[..NT]);
     let mut acc = [_mm256_setzero_ps(); NT];
     for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_0_BYTES..][..Q8_0_BYTES]);
+        let at = b * Q8_0_BYTES;
         let (mut s0, mut s1) = ([_mm256_setzero_si256(); NT], [_mm256_setzero_si256(); NT]);
         for m in 0..4 {
             let v = load32(&col[2 * ROWS + 32 * m..]);
             let lo = _mm256_and_si256(v, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
             for t in 0..NT {
-                let q = &by[t][2..];
+                let q = &a[t][at + 2..at + Q8_0_BYTES];
                 s0[t] = _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(lo, broadcast4(q, 4 * m)));
                 s1[t] =
                     _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(hi, broadcast4(q, 16 + 4 * m)));
@@ -117,7 +154,7 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &
         let d_rows = _mm256_cvtph_ps(load16(col));
         for t in 0..NT {
             let s16 = _mm256_add_epi16(s0[t], s1[t]);
-            acc[t] = accumulate(s16, sums[t][b], d_rows, by[t], acc[t]);
+            acc[t] = accumulate(s16, sm[t][b], d_rows, &a[t][at..at + Q8_0_BYTES], acc[t]);
         }
     }
     for (t, a) in acc.iter().enumerate() {

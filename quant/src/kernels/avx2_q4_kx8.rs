@@ -125,7 +125,10 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: 
     let low = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); NT];
     for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_K_BYTES..][..Q8_K_BYTES]);
+        let mut by: [&[u8]; NT] = [&[]; NT];
+        for t in 0..NT {
+            by[t] = &acts[t][b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+        }
         let mut isum = [_mm256_setzero_si256(); NT];
         for c in 0..4 {
             let (mut slo, mut shi) = ([_mm256_setzero_si256(); NT], [_mm256_setzero_si256(); NT]);

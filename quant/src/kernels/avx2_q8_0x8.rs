@@ -93,7 +93,10 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     const { assert!(NT <= TILE_TOKENS) };
     let mut acc = [_mm256_setzero_ps(); NT];
     for (b, col) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        let by: [&[u8]; NT] = std::array::from_fn(|t| &acts[t][b * Q8_0_BYTES..][..Q8_0_BYTES]);
+        let mut by: [&[u8]; NT] = [&[]; NT];
+        for t in 0..NT {
+            by[t] = &acts[t][b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
+        }
         let mut isum = [_mm256_setzero_si256(); NT];
         for m in 0..8 {
             let w = weights(col, m);

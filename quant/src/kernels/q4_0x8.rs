@@ -23,8 +23,8 @@
 //! scalar kernels here are the reference the SIMD ones are tested against, and they compute
 //! exactly [`super::scalar::q4_0_q8_0`] of each unpacked row.
 
-use super::packed;
 use super::scalar::{f16_at, Q4_0_BYTES, Q8_0_BYTES};
+use super::{packed, SimdLevel};
 
 /// Rows in one packed group.
 pub const ROWS: usize = 8;
@@ -110,6 +110,43 @@ fn lengths_ok(n: usize, group: &[u8], act: &[u8], sums: &[i32]) -> bool {
 }
 
 packed::entry_points!(Q4_0x8);
+
+/// `out[8 · g + j]` = row `j` of group `g` of `groups` (consecutive groups of `n` weights) ·
+/// the activation row `act` (block sums `sums`), for every group, with the best kernel `<=
+/// level` this CPU runs: [`gemv_with`] over a run of groups with one check and one dispatch
+/// (the attention scores eight cached keys to a group, four blocks each at head size 128,
+/// where the per-call cost showed). Zeros where a length is wrong.
+pub fn gemv_groups_with(
+    level: SimdLevel,
+    n: usize,
+    groups: &[u8],
+    act: &[u8],
+    sums: &[i32],
+    out: &mut [f32],
+) {
+    let ok = group_bytes(n).is_some_and(|gb| {
+        gb > 0
+            && groups.len().is_multiple_of(gb)
+            && out.len() == groups.len() / gb * ROWS
+            && act.len() == n / QK * Q8_0_BYTES
+            && sums.len() == n / QK
+    });
+    let Some(gb) = group_bytes(n).filter(|_| ok) else {
+        out.fill(0.0);
+        return;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= SimdLevel::Avx2 {
+        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+        // F16C; the lengths were checked above.
+        unsafe { super::avx2_q4_0x8::gemv_groups(groups, gb, act, sums, out) };
+        return;
+    }
+    let _ = level;
+    for (g, o) in groups.chunks_exact(gb).zip(out.chunks_exact_mut(ROWS)) {
+        o.copy_from_slice(&gemv_scalar(g, act, sums));
+    }
+}
 
 /// This layout's parts of the shared entry points.
 struct Q4_0x8;
@@ -304,6 +341,50 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_groups_equals_gemv_of_each_group() {
+        let mut rng = Rng(11);
+        for n in [32, 128, 4096] {
+            let gb = group_bytes(n).unwrap();
+            let (_, act) = case(&mut rng, n, false);
+            let mut sums = Vec::new();
+            block_sums(&act, &mut sums);
+            let mut groups = vec![0u8; 5 * gb];
+            for g in groups.chunks_exact_mut(gb) {
+                assert!(pack(n, &case(&mut rng, n, false).0, g));
+            }
+            for level in available_levels() {
+                for k in [0, 1, 5] {
+                    let mut got = vec![f32::NAN; k * ROWS];
+                    gemv_groups_with(level, n, &groups[..k * gb], &act, &sums, &mut got);
+                    for (g, o) in groups[..k * gb]
+                        .chunks_exact(gb)
+                        .zip(got.chunks_exact(ROWS))
+                    {
+                        let mut one = [0f32; ROWS];
+                        gemv_with(level, n, g, &act, &sums, &mut one);
+                        let (a, b): (Vec<u32>, Vec<u32>) = o
+                            .iter()
+                            .zip(&one)
+                            .map(|(x, y)| (x.to_bits(), y.to_bits()))
+                            .unzip();
+                        assert_eq!(a, b, "{level:?} n {n} {k} groups");
+                    }
+                }
+                // a wrong length anywhere: zeros, no panic
+                let mut out = vec![f32::NAN; 2 * ROWS];
+                gemv_groups_with(level, n, &groups[..2 * gb - 1], &act, &sums, &mut out);
+                assert!(out.iter().all(|&x| x == 0.0), "{level:?} short groups");
+                let mut out = vec![f32::NAN; 3 * ROWS];
+                gemv_groups_with(level, n, &groups[..2 * gb], &act, &sums, &mut out);
+                assert!(out.iter().all(|&x| x == 0.0), "{level:?} long out");
+                let mut out = vec![f32::NAN; 2 * ROWS];
+                gemv_groups_with(level, n, &groups[..2 * gb], &act[1..], &sums, &mut out);
+                assert!(out.iter().all(|&x| x == 0.0), "{level:?} short activations");
             }
         }
     }

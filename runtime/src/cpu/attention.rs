@@ -188,16 +188,22 @@ pub fn attention_with(
                 };
                 // the positions up to this token's own (causal mask)
                 let s = &mut scores[..=pos];
-                for_chunks(s.len(), |r| {
-                    scores_with(
-                        level,
-                        &query,
-                        keys.rows(r.clone(), hd),
-                        hd,
-                        scale,
-                        &mut s[r],
-                    )
-                });
+                match keys {
+                    // one call over all groups (the kernel takes a run of them)
+                    HeadRows::Q4_0x8(_) => {
+                        scores_with(level, &query, keys.rows(0..s.len(), hd), hd, scale, s)
+                    }
+                    _ => for_chunks(s.len(), |r| {
+                        scores_with(
+                            level,
+                            &query,
+                            keys.rows(r.clone(), hd),
+                            hd,
+                            scale,
+                            &mut s[r],
+                        )
+                    }),
+                }
                 softmax_with(level, s);
                 out_t.fill(0.0);
                 match values {
@@ -354,22 +360,31 @@ fn scores_q4_0x8(
     scale: f32,
     s: &mut [f32],
 ) {
+    /// Groups per kernel call: their scores go to a buffer on the stack first (the first
+    /// group's may start before the view).
+    const GROUPS_PER_CALL: usize = 64;
     let act: &[u8] = bytemuck::cast_slice(q);
     let gb = hd / QK * q4_0x8::GROUP_BLOCK_BYTES;
-    let mut out = [0f32; q4_0x8::ROWS];
     let n_out = k.rows.min(s.len());
-    let mut j = 0;
-    for (g, group) in k.groups.chunks_exact(gb).enumerate() {
-        if j == n_out {
+    let mut buf = [0f32; GROUPS_PER_CALL * q4_0x8::ROWS];
+    // output j is row k.skip + j of the groups
+    let (mut j, mut g0) = (0, 0);
+    while j < n_out {
+        let ng = (k.skip + n_out - g0 * q4_0x8::ROWS)
+            .div_ceil(q4_0x8::ROWS)
+            .min(GROUPS_PER_CALL);
+        let Some(groups) = k.groups.get(g0 * gb..(g0 + ng) * gb) else {
             break;
-        }
-        q4_0x8::gemv_with(level, hd, group, act, sums, &mut out);
-        let from = if g == 0 { k.skip } else { 0 };
-        let n = (q4_0x8::ROWS - from).min(n_out - j);
+        };
+        let out = &mut buf[..ng * q4_0x8::ROWS];
+        q4_0x8::gemv_groups_with(level, hd, groups, act, sums, out);
+        let from = if g0 == 0 { k.skip } else { 0 };
+        let n = (out.len() - from).min(n_out - j);
         for (sj, &x) in s[j..j + n].iter_mut().zip(&out[from..]) {
             *sj = x * scale;
         }
         j += n;
+        g0 += ng;
     }
 }
 
@@ -478,7 +493,7 @@ impl Weights {
     fn new(level: Level, p: &[f32], lead: usize, n_blocks: usize) -> Weights {
         // 2^(15 - e) for the largest weight m · 2^e (m in [1, 2)); 1 for zeros, infinities
         // or NaN
-        let max = p.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let max = max_abs(p);
         let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
         let (scale, unscale) = if max.is_normal() {
             let k = (15 - e).clamp(-126, 126);
@@ -527,6 +542,24 @@ impl Weights {
         }
         w
     }
+}
+
+/// The largest `|x|` of `p` (0 for none; NaNs ignored, as `f32::max` does), in eight lanes
+/// that the compiler keeps in one vector register (`f32::max` folded one at a time is not
+/// vectorized: per head and token this scan showed next to the kernels at small depths).
+fn max_abs(p: &[f32]) -> f32 {
+    let larger = |m: f32, a: f32| if a > m { a } else { m };
+    let mut m = [0f32; 8];
+    let mut chunks = p.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &x) in m.iter_mut().zip(c) {
+            *m = larger(*m, x.abs());
+        }
+    }
+    for &x in chunks.remainder() {
+        m[0] = larger(m[0], x.abs());
+    }
+    m.into_iter().fold(0.0, larger)
 }
 
 /// One block of [`Weights`]: `[hi, lo]`, each a Q8_0 block and the sum of its quants.
@@ -1379,7 +1412,8 @@ mod tests {
             return;
         }
         for hd in [8usize, 16, 20, 32, 64, 128] {
-            for n in [0usize, 1, 3, 4, 5, 8, 16, 17, 100] {
+            // 600 positions: 75 groups of q4_0 keys, more than one call of the packed kernel
+            for n in [0usize, 1, 3, 4, 5, 8, 16, 17, 100, 600] {
                 let scale = 1.0 / (hd as f32).sqrt();
                 let qf = values(hd, 7, 3.0);
                 let kf = values(n * hd, 8, 2.0);
@@ -1425,7 +1459,8 @@ mod tests {
 
                     // q4_0 keys (stored eight to a group), the same Q8_0 query, against the
                     // scalar kernel of q4_0 rows (exact integer products per block); also from
-                    // positions that start within a group (`rows(3..)`)
+                    // positions that start within a group (`rows(3..)`, and `rows(515..)`:
+                    // in the 65th group, past the first call's 64)
                     let mut kb = vec![bytemuck::Zeroable::zeroed(); n * nb];
                     for (row, blocks) in kf.chunks_exact(hd).zip(kb.chunks_exact_mut(nb)) {
                         q4_0::quantize_row(row, blocks);
@@ -1433,7 +1468,7 @@ mod tests {
                     let (groups, sums) = (packed_keys(&kb, hd), query_sums(&qb));
                     let packed = all_rows(&groups, n);
                     let query = Query::Q8(&qb, &sums);
-                    for from in [0, 3.min(n)] {
+                    for from in [0, 3.min(n), 515.min(n)] {
                         let m = n - from;
                         let mut a = vec![0f32; m];
                         let keys = packed.rows(from..n, hd);
@@ -1647,6 +1682,27 @@ mod tests {
         assert_eq!((hi.qs[17], lo.qs[17]), (127, -127));
         let kept = hi.d.to_f32() * 127.0 - lo.d.to_f32() * 127.0;
         assert!((kept - 20000.0).abs() < 1e-2, "{kept}");
+    }
+
+    #[test]
+    fn max_abs_is_the_largest_magnitude() {
+        let fold = |p: &[f32]| p.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        for n in 0..40 {
+            let mut p = values(n, n as u64 + 1, 3.0);
+            assert_eq!(max_abs(&p).to_bits(), fold(&p).to_bits(), "n {n}");
+            if n > 0 {
+                // the largest at each place, then NaN (ignored) and infinity (kept)
+                for i in 0..n {
+                    let mut q = p.clone();
+                    q[i] = -7.5;
+                    assert_eq!(max_abs(&q), 7.5, "n {n} at {i}");
+                }
+                p[n / 2] = f32::NAN;
+                assert_eq!(max_abs(&p).to_bits(), fold(&p).to_bits(), "n {n} NaN");
+                p[n - 1] = f32::NEG_INFINITY;
+                assert_eq!(max_abs(&p), f32::INFINITY, "n {n} infinity");
+            }
+        }
     }
 
     #[test]

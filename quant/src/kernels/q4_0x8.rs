@@ -124,14 +124,13 @@ pub fn gemv_groups_with(
     sums: &[i32],
     out: &mut [f32],
 ) {
-    let ok = group_bytes(n).is_some_and(|gb| {
+    let Some(gb) = group_bytes(n).filter(|&gb| {
         gb > 0
             && groups.len().is_multiple_of(gb)
             && out.len() == groups.len() / gb * ROWS
             && act.len() == n / QK * Q8_0_BYTES
             && sums.len() == n / QK
-    });
-    let Some(gb) = group_bytes(n).filter(|_| ok) else {
+    }) else {
         out.fill(0.0);
         return;
     };

@@ -188,33 +188,21 @@ pub fn attention_with(
                 };
                 // the positions up to this token's own (causal mask)
                 let s = &mut scores[..=pos];
-                match keys {
-                    // one call over all groups (the kernel takes a run of them)
-                    HeadRows::Q4_0x8(_) => {
-                        scores_with(level, &query, keys.rows(0..s.len(), hd), hd, scale, s)
-                    }
-                    _ => for_chunks(s.len(), |r| {
-                        scores_with(
-                            level,
-                            &query,
-                            keys.rows(r.clone(), hd),
-                            hd,
-                            scale,
-                            &mut s[r],
-                        )
-                    }),
-                }
+                for_chunks(s.len(), &keys, |r| {
+                    scores_with(
+                        level,
+                        &query,
+                        keys.rows(r.clone(), hd),
+                        hd,
+                        scale,
+                        &mut s[r],
+                    )
+                });
                 softmax_with(level, s);
                 out_t.fill(0.0);
-                match values {
-                    // one product over all columns (the kernel reads each group's once)
-                    HeadRows::Q4_0Columns(_) => {
-                        weighted_sum_add(level, s, values.rows(0..s.len(), hd), hd, out_t)
-                    }
-                    _ => for_chunks(s.len(), |r| {
-                        weighted_sum_add(level, &s[r.clone()], values.rows(r, hd), hd, out_t)
-                    }),
-                }
+                for_chunks(s.len(), &values, |r| {
+                    weighted_sum_add(level, &s[r.clone()], values.rows(r, hd), hd, out_t)
+                });
             }
             out
         })
@@ -231,13 +219,20 @@ pub fn attention_with(
     Ok(att)
 }
 
-/// Calls `f` on consecutive ranges of at most [`ROWS_PER_CALL`] of `0..n`. (Prefetching the
-/// rows 4 KiB ahead before each range, as the matrix products' decode loop does, was measured
-/// slower here: q8_0 cache at depth 16384, 1 thread, 3.2–3.4 against 3.7–3.9 tokens/s.)
-fn for_chunks(n: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+/// Calls `f` on consecutive ranges of `0..n` positions of `rows`: at most [`ROWS_PER_CALL`]
+/// for rows stored one position after another, all of them at once for the packed layouts
+/// (q4_0 keys eight positions to a group, q4_0 values by dimension), whose kernels take a
+/// run of groups or columns in one call. (Prefetching the rows 4 KiB ahead before each range,
+/// as the matrix products' decode loop does, was measured slower here: q8_0 cache at depth
+/// 16384, 1 thread, 3.2–3.4 against 3.7–3.9 tokens/s.)
+fn for_chunks(n: usize, rows: &HeadRows<'_>, mut f: impl FnMut(std::ops::Range<usize>)) {
+    let per = match rows {
+        HeadRows::Q4_0x8(_) | HeadRows::Q4_0Columns(_) => n.max(1),
+        HeadRows::F32(_) | HeadRows::F16(_) | HeadRows::Q8_0(_) => ROWS_PER_CALL,
+    };
     let mut a = 0;
     while a < n {
-        let b = (a + ROWS_PER_CALL).min(n);
+        let b = (a + per).min(n);
         f(a..b);
         a = b;
     }

@@ -17,6 +17,9 @@ pub const TILE_TOKENS: usize = 4;
 pub type PrepFn = fn(&[u8], &mut Vec<i32>);
 /// `gemv(n, group, act, prep, out)`.
 pub type GemvFn = fn(usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);
+/// `gemv2(n, group_a, group_b, act, prep, out)`: `gemv` of two groups at once, `out[0]` for
+/// `group_a` and `out[1]` for `group_b`.
+pub type Gemv2Fn = fn(usize, &[u8], &[u8], &[u8], &[i32], &mut [[f32; ROWS]; 2]);
 /// `gemm(n, group, acts, preps, out)`.
 pub type GemmFn = fn(usize, &[u8], &[&[u8]], &[&[i32]], &mut [f32]);
 
@@ -29,6 +32,8 @@ pub struct Format {
     pub pack: fn(usize, &[u8], &mut [u8]) -> bool,
     pub prep: PrepFn,
     pub gemv: GemvFn,
+    /// `gemv` of two groups in one pass (for decode: two streams from memory at once).
+    pub gemv2: Gemv2Fn,
     pub gemm: GemmFn,
 }
 
@@ -46,6 +51,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             pack: q4_0x8::pack,
             prep: q4_0x8::block_sums,
             gemv: q4_0x8::gemv,
+            gemv2: q4_0x8::gemv2,
             gemm: q4_0x8::gemm,
         }),
         GgmlType::Q4K => Some(Format {
@@ -53,6 +59,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             pack: q4_kx8::pack,
             prep: q4_kx8::min_pairs,
             gemv: q4_kx8::gemv,
+            gemv2: q4_kx8::gemv2,
             gemm: q4_kx8::gemm,
         }),
         GgmlType::Q6K => Some(Format {
@@ -60,6 +67,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             pack: q6_kx8::pack,
             prep: q6_kx8::bsum_pairs,
             gemv: q6_kx8::gemv,
+            gemv2: q6_kx8::gemv2,
             gemm: q6_kx8::gemm,
         }),
         GgmlType::Q8_0 => Some(Format {
@@ -67,6 +75,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             pack: q8_0x8::pack,
             prep: q8_0x8::no_prep,
             gemv: q8_0x8::gemv,
+            gemv2: q8_0x8::gemv2,
             gemm: q8_0x8::gemm,
         }),
         _ => None,
@@ -155,6 +164,13 @@ pub(super) trait Layout {
     /// The CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn avx2_gemv(group: &[u8], act: &[u8], prep: &[i32]) -> [f32; ROWS];
+    /// The AVX2 kernel for one activation row and two groups of the same length (lengths
+    /// checked), the same results as [`Layout::avx2_gemv`] of each.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv2(a: &[u8], b: &[u8], act: &[u8], prep: &[i32]) -> [[f32; ROWS]; 2];
     /// The AVX2 kernel for at most [`TILE_TOKENS`] activation rows (lengths checked), output
     /// `[j · acts.len() + t]`.
     ///
@@ -165,8 +181,8 @@ pub(super) trait Layout {
 }
 
 /// The public entry points of a packed layout's module, over its [`Layout`] `$l`: `gemv`,
-/// `gemv_with`, `gemm` and `gemm_with` ([`gemv_with`] and [`gemm_with`] here at the level
-/// [`simd_level`] gives or at a given one).
+/// `gemv_with`, `gemv2`, `gemv2_with`, `gemm` and `gemm_with` ([`gemv_with`], [`gemv2_with`]
+/// and [`gemm_with`] here at the level [`simd_level`] gives or at a given one).
 macro_rules! entry_points {
     ($l:ty) => {
         /// `out[j]` = row `j` of the group · the activation row `act` (`prep`: its prepared
@@ -192,6 +208,34 @@ macro_rules! entry_points {
             out: &mut [f32; $crate::kernels::packed::ROWS],
         ) {
             $crate::kernels::packed::gemv_with::<$l>(level, n, group, act, prep, out)
+        }
+
+        /// [`gemv`] of two groups in one pass, `out[0]` = group `a`'s rows and `out[1]` =
+        /// group `b`'s, bit for bit [`gemv`]'s results (two streams from memory at once
+        /// when the groups are far apart), at [`super::simd_level`]. Zeros where a length is
+        /// wrong.
+        pub fn gemv2(
+            n: usize,
+            a: &[u8],
+            b: &[u8],
+            act: &[u8],
+            prep: &[i32],
+            out: &mut [[f32; $crate::kernels::packed::ROWS]; 2],
+        ) {
+            gemv2_with($crate::kernels::simd_level(), n, a, b, act, prep, out)
+        }
+
+        /// [`gemv2`] at the best level `<= level` this CPU runs.
+        pub fn gemv2_with(
+            level: $crate::kernels::SimdLevel,
+            n: usize,
+            a: &[u8],
+            b: &[u8],
+            act: &[u8],
+            prep: &[i32],
+            out: &mut [[f32; $crate::kernels::packed::ROWS]; 2],
+        ) {
+            $crate::kernels::packed::gemv2_with::<$l>(level, n, a, b, act, prep, out)
         }
 
         /// `out[j · acts.len() + t]` = row `j` of the group · activation row `acts[t]`
@@ -241,6 +285,33 @@ pub(super) fn gemv_with<L: Layout>(
     }
     let _ = level;
     *out = L::gemv_scalar(group, act, prep);
+}
+
+/// A layout's `gemv2_with`: [`gemv_with`] of the groups `a` and `b` in one pass, into `out[0]`
+/// and `out[1]`; zeros where a length is wrong.
+pub(super) fn gemv2_with<L: Layout>(
+    level: SimdLevel,
+    n: usize,
+    a: &[u8],
+    b: &[u8],
+    act: &[u8],
+    prep: &[i32],
+    out: &mut [[f32; ROWS]; 2],
+) {
+    if !L::lengths_ok(n, a, act, prep) || !L::lengths_ok(n, b, act, prep) {
+        *out = [[0.0; ROWS]; 2];
+        return;
+    }
+    let level = effective(level, hardware_level());
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+        // F16C; the lengths of both groups were checked above.
+        *out = unsafe { L::avx2_gemv2(a, b, act, prep) };
+        return;
+    }
+    let _ = level;
+    *out = [L::gemv_scalar(a, act, prep), L::gemv_scalar(b, act, prep)];
 }
 
 /// A layout's `gemm_with`: `out[j · acts.len() + t]` = row `j` of the group · activation row
@@ -309,5 +380,64 @@ mod tests {
         let f = format(GgmlType::Q8_0).unwrap();
         assert_eq!((f.group_bytes)(64), Some(2 * 8 * 34));
         assert!(format(GgmlType::Q5K).is_none() && format(GgmlType::Q4_1).is_none());
+    }
+
+    type GemvWith = fn(SimdLevel, usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);
+    type Gemv2With = fn(SimdLevel, usize, &[u8], &[u8], &[u8], &[i32], &mut [[f32; ROWS]; 2]);
+
+    /// `gemv2` of two groups equals `gemv` of each, bit for bit, for every layout and every
+    /// level this CPU runs (the scalar level included), on real quantized rows; the table's
+    /// `gemv2` is the module's; a group of the wrong length gives zeros.
+    #[test]
+    fn gemv2_is_gemv_of_each_group() {
+        let table: [(GgmlType, GemvWith, Gemv2With); 4] = [
+            (GgmlType::Q4_0, q4_0x8::gemv_with, q4_0x8::gemv2_with),
+            (GgmlType::Q4K, q4_kx8::gemv_with, q4_kx8::gemv2_with),
+            (GgmlType::Q6K, q6_kx8::gemv_with, q6_kx8::gemv2_with),
+            (GgmlType::Q8_0, q8_0x8::gemv_with, q8_0x8::gemv2_with),
+        ];
+        let mut rng = super::super::tests::Rng(31);
+        for (ty, gemv_with, gemv2_with) in table {
+            let f = format(ty).unwrap();
+            for n in [256, 1024] {
+                let gb = (f.group_bytes)(n).unwrap();
+                let rb = ty.bytes_for(n as u64).unwrap() as usize;
+                // two groups of eight rows from different weights
+                let mut groups = vec![0u8; 2 * gb];
+                for g in groups.chunks_exact_mut(gb) {
+                    let w: Vec<f32> = (0..8 * n).map(|_| rng.f()).collect();
+                    let mut rows = vec![0u8; 8 * rb];
+                    crate::blocks::quantize_row(ty, &w, &mut rows).unwrap();
+                    assert!((f.pack)(n, &rows, g));
+                }
+                let (a, b) = groups.split_at(gb);
+                let x: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+                let mut act = Vec::new();
+                crate::kernels::quantize_activations(ty, &x, &mut act);
+                let mut prep = Vec::new();
+                (f.prep)(&act, &mut prep);
+                for level in crate::kernels::available_levels() {
+                    let (mut wa, mut wb) = ([0f32; ROWS], [0f32; ROWS]);
+                    gemv_with(level, n, a, &act, &prep, &mut wa);
+                    gemv_with(level, n, b, &act, &prep, &mut wb);
+                    assert_ne!(wa, wb, "{ty} n={n}: two different groups");
+                    let mut got = [[f32::NAN; ROWS]; 2];
+                    gemv2_with(level, n, a, b, &act, &prep, &mut got);
+                    let bits = |v: &[f32; ROWS]| v.map(f32::to_bits);
+                    assert_eq!(bits(&got[0]), bits(&wa), "{ty} n={n} {level:?}: group a");
+                    assert_eq!(bits(&got[1]), bits(&wb), "{ty} n={n} {level:?}: group b");
+                    // and the table's entry (at the default level) agrees with its level
+                    if level == crate::kernels::simd_level() {
+                        let mut t = [[f32::NAN; ROWS]; 2];
+                        (f.gemv2)(n, a, b, &act, &prep, &mut t);
+                        assert_eq!(bits(&t[0]), bits(&wa), "{ty}: table gemv2");
+                    }
+                    // a short second group: zeros, no panic
+                    let mut z = [[1f32; ROWS]; 2];
+                    gemv2_with(level, n, a, &b[1..], &act, &prep, &mut z);
+                    assert_eq!(z, [[0f32; ROWS]; 2], "{ty} {level:?}: short group");
+                }
+            }
+        }
     }
 }

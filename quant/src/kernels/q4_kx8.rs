@@ -122,6 +122,12 @@ impl packed::Layout for Q4Kx8 {
     }
 
     #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv2(a: &[u8], b: &[u8], act: &[u8], prep: &[i32]) -> [[f32; ROWS]; 2] {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths of both groups checked.
+        unsafe { super::avx2_q4_kx8::gemv2(a, b, act, prep) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], preps: &[&[i32]], out: &mut [f32]) {
         // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked, at most
         // TILE_TOKENS rows.

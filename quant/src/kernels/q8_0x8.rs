@@ -129,6 +129,12 @@ impl packed::Layout for Q8_0x8 {
     }
 
     #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_gemv2(a: &[u8], b: &[u8], act: &[u8], _prep: &[i32]) -> [[f32; ROWS]; 2] {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths of both groups checked.
+        unsafe { super::avx2_q8_0x8::gemv2(a, b, act) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     unsafe fn avx2_gemm(group: &[u8], acts: &[&[u8]], _preps: &[&[i32]], out: &mut [f32]) {
         // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths checked, at most
         // TILE_TOKENS rows.

@@ -165,46 +165,114 @@ pub fn bytes_per_token(model: &Model, cache_type: KvTypes, n_kv: f64) -> f64 {
 }
 
 /// Streaming read bandwidth of this machine in bytes/s: `threads` threads each read their own
-/// slice of a 64-byte-aligned buffer of `bytes` (much larger than the caches; written once
-/// before timing) with the widest loads the CPU has (AVX2 when it is detected at run time,
-/// else SSE2 or scalar), into several accumulators; best of `reps`.
+/// slice of an anonymous map of `bytes` (much larger than the caches; in 2 MiB pages where the
+/// kernel gives them, as the repacked weights are; written once before timing) with the widest
+/// loads the CPU has (AVX2 when it is detected at run time, else SSE2 or scalar), into several
+/// accumulators; best of `reps`.
 pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> Result<f64, RuntimeError> {
-    let threads = threads.max(1);
-    let pool = crate::engine::thread_pool(threads)?;
-    // whole 64-byte lines, at least 512 KiB
-    let lines = (bytes / 64).max(1 << 13);
-    let mut buf = vec![Line([0; 8]); lines];
-    let part = lines.div_ceil(threads);
-    // filled by the threads that read it (first touch places the pages near them)
-    pool.install(|| {
-        buf.par_chunks_mut(part).enumerate().for_each(|(c, p)| {
-            for (i, l) in p.iter_mut().enumerate() {
-                let v = ((c * part + i) * 8) as u64;
-                l.0 = [v, v + 1, v + 2, v + 3, v + 4, v + 5, v + 6, v + 7];
-            }
-        })
-    });
-    let mut best = f64::INFINITY;
-    let mut sink = 0u64;
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        let s = pool.install(|| {
-            buf.par_chunks(part)
-                .with_max_len(1)
-                .map(sum_lines)
-                .reduce(|| 0, u64::wrapping_add)
+    Ok(ReadProbe::new(bytes, threads)?.measure(reps))
+}
+
+/// The buffer and threads of [`read_bandwidth`], kept so the bandwidth can be measured again
+/// between timed runs: on a shared machine it moves by a quarter or more within minutes, so a
+/// roofline fraction is only meaningful against a bandwidth measured next to the tokens/s.
+pub struct ReadProbe {
+    pool: rayon::ThreadPool,
+    map: memmap2::MmapMut,
+    part: usize,
+}
+
+impl ReadProbe {
+    /// Maps `bytes` (whole 64-byte lines, at least 512 KiB) and writes them from the
+    /// `threads` threads that will read them (first touch places the pages near them).
+    ///
+    /// The map asks for transparent huge pages (`MADV_HUGEPAGE`), as the repacked weights'
+    /// copy does: in 4 KiB pages a stream pays a page walk every 4 KiB and the hardware
+    /// prefetchers stop at each page, so the bandwidth would be understated and the roofline
+    /// fractions overstated.
+    pub fn new(bytes: usize, threads: usize) -> Result<ReadProbe, RuntimeError> {
+        let threads = threads.max(1);
+        let pool = crate::engine::thread_pool(threads)?;
+        let lines = (bytes / 64).max(1 << 13);
+        let mut map = memmap2::MmapMut::map_anon(lines * 64).map_err(|e| {
+            RuntimeError::new(format!(
+                "bandwidth test: cannot map {} bytes: {e}",
+                lines * 64
+            ))
+        })?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        let part = lines.div_ceil(threads);
+        let buf = line_slice_mut(&mut map)?;
+        pool.install(|| {
+            buf.par_chunks_mut(part).enumerate().for_each(|(c, p)| {
+                for (i, l) in p.iter_mut().enumerate() {
+                    let v = ((c * part + i) * 8) as u64;
+                    l.0 = [v, v + 1, v + 2, v + 3, v + 4, v + 5, v + 6, v + 7];
+                }
+            })
         });
-        best = best.min(t.elapsed().as_secs_f64());
-        sink = sink.wrapping_add(s);
+        Ok(ReadProbe { pool, map, part })
     }
-    std::hint::black_box(sink);
-    Ok((lines * 64) as f64 / best)
+
+    /// Bytes the probe reads per pass.
+    pub fn bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Read bandwidth in bytes/s: the fastest of `reps` passes over the whole buffer, each
+    /// thread reading its own slice.
+    pub fn measure(&self, reps: usize) -> f64 {
+        let mut best = f64::INFINITY;
+        let mut sink = 0u64;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            let s = self.pool.install(|| {
+                lines(&self.map)
+                    .par_chunks(self.part)
+                    .with_max_len(1)
+                    .map(sum_lines)
+                    .reduce(|| 0, u64::wrapping_add)
+            });
+            best = best.min(t.elapsed().as_secs_f64());
+            sink = sink.wrapping_add(s);
+        }
+        std::hint::black_box(sink);
+        self.bytes() as f64 / best.max(1e-12)
+    }
+}
+
+/// Roofline fraction of a generation test whose repetition `i` ran at `ts[i]` tokens/s while
+/// the machine read `bw[i]` bytes/s: the mean over repetitions of `bytes_per_token · ts[i] /
+/// bw[i]` (each rate against the bandwidth measured beside it). `None` when there are no
+/// pairs or a bandwidth is not positive.
+pub fn roofline_fraction(bytes_per_token: f64, ts: &[f64], bw: &[f64]) -> Option<f64> {
+    if ts.is_empty() || ts.len() != bw.len() || bw.iter().any(|&b| b.is_nan() || b <= 0.0) {
+        return None;
+    }
+    let sum: f64 = ts
+        .iter()
+        .zip(bw)
+        .map(|(t, b)| bytes_per_token * t / b)
+        .sum();
+    Some(sum / ts.len() as f64)
 }
 
 /// One 64-byte cache line, aligned to 64 bytes (so every vector load is aligned).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 struct Line([u64; 8]);
+
+/// The map as cache lines (it is page-aligned and whole lines long).
+fn line_slice_mut(map: &mut [u8]) -> Result<&mut [Line], RuntimeError> {
+    bytemuck::try_cast_slice_mut(map)
+        .map_err(|e| RuntimeError::new(format!("bandwidth test: buffer not in whole lines: {e}")))
+}
+
+/// The map as cache lines; [`ReadProbe::new`] checked the cast once, so this one holds.
+fn lines(map: &[u8]) -> &[Line] {
+    bytemuck::try_cast_slice(map).unwrap_or(&[])
+}
 
 /// Wrapping sum of every `u64` in `p`, with AVX2 loads when the CPU has them.
 fn sum_lines(p: &[Line]) -> u64 {
@@ -381,5 +449,21 @@ mod tests {
     #[test]
     fn bandwidth_is_positive() {
         assert!(read_bandwidth(1 << 20, 2, 1).unwrap() > 0.0);
+        let probe = ReadProbe::new(3 << 20, 2).unwrap();
+        assert_eq!(probe.bytes(), 3 << 20);
+        assert!(probe.measure(2) > 0.0);
+    }
+
+    #[test]
+    fn roofline_pairs_each_rate_with_its_bandwidth() {
+        // 1 GB per token: 10 tokens/s at 20 GB/s is 0.5, 30 tokens/s at 40 GB/s is 0.75
+        let f = roofline_fraction(1e9, &[10.0, 30.0], &[20e9, 40e9]).unwrap();
+        assert!((f - 0.625).abs() < 1e-12, "{f}");
+        // not the ratio of the means (20 / 30e9 · 1e9 = 0.667)
+        assert!((f - 2.0 / 3.0).abs() > 0.01);
+        assert_eq!(roofline_fraction(1e9, &[], &[]), None);
+        assert_eq!(roofline_fraction(1e9, &[1.0], &[]), None);
+        assert_eq!(roofline_fraction(1e9, &[1.0], &[0.0]), None);
+        assert_eq!(roofline_fraction(1e9, &[1.0], &[f64::NAN]), None);
     }
 }

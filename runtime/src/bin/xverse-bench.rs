@@ -14,7 +14,9 @@
 //! depth + the longest test, even past the model's training context (a warning on stderr, as
 //! llama.cpp). The table gives tokens/s (mean ± sd);
 //! each tg also as a fraction of the roofline (bytes read per token × tokens/s ÷ this
-//! machine's streaming read bandwidth, measured first). `--json` prints a JSON array with
+//! machine's streaming read bandwidth, measured first and again before and after each timed
+//! tg run: each run's rate is divided by the mean of the two measurements beside it, since a
+//! shared machine's bandwidth drifts by a quarter or more within minutes). `--json` prints a JSON array with
 //! llama-bench's field names instead. Any error is one line and exit status 1.
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::json;
 use xverse_runtime::bench::{
-    bytes_per_token, fill_depth, mean_sd, model_type, read_bandwidth, time_gen, time_prompt,
-    DepthFill, Rng,
+    bytes_per_token, fill_depth, mean_sd, model_type, roofline_fraction, time_gen, time_prompt,
+    DepthFill, ReadProbe, Rng,
 };
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::cpu::attention::Level;
@@ -93,7 +95,8 @@ struct Cli {
     /// Seed of the random token ids.
     #[arg(long = "seed", value_name = "N", default_value_t = 1234)]
     seed: u64,
-    /// MiB of the buffer the bandwidth test reads (0: skip it and the roofline).
+    /// MiB of the buffer the bandwidth test reads (0: skip it and the roofline). The buffer
+    /// stays allocated: the bandwidth is measured again around every timed tg run.
     #[arg(long = "bw-mib", value_name = "N", default_value_t = 1024)]
     bw_mib: usize,
     /// Print a JSON array (llama-bench's field names) instead of the table.
@@ -126,6 +129,9 @@ struct Row {
     ts: Vec<f64>,
     /// tg only: bytes read per generated token.
     bytes_per_token: Option<f64>,
+    /// tg only, with the bandwidth probe: the read bandwidth beside each of `ts` (mean of the
+    /// measurements just before and just after that run), bytes/s.
+    bw: Vec<f64>,
 }
 
 fn run(cli: Cli) -> Result<(), RuntimeError> {
@@ -166,19 +172,20 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         }
     }
 
-    let bandwidth = if cli.bw_mib > 0 {
-        let bw = read_bandwidth(cli.bw_mib << 20, cores, 5)?;
-        if !cli.json {
-            println!(
-                "read bandwidth: {:.1} GB/s ({cores} threads, {} MiB streamed)\n",
-                bw / 1e9,
-                cli.bw_mib
-            );
-        }
-        Some(bw)
+    let probe = if cli.bw_mib > 0 {
+        Some(ReadProbe::new(cli.bw_mib << 20, cores)?)
     } else {
         None
     };
+    let bandwidth = probe.as_ref().map(|p| p.measure(5));
+    if let (Some(bw), false) = (bandwidth, cli.json) {
+        println!(
+            "read bandwidth: {:.1} GB/s ({cores} threads, {} MiB streamed; measured again \
+             before and after each timed tg run)\n",
+            bw / 1e9,
+            cli.bw_mib
+        );
+    }
 
     if !cli.json {
         println!(
@@ -235,9 +242,19 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                     };
                     time(&mut engine, &mut rng)?; // warm-up
                     let mut ts = Vec::with_capacity(cli.reps);
+                    let mut bw = Vec::new();
+                    // tg: the bandwidth just before and just after each run (best of two
+                    // passes); the one after a run is the one before the next
+                    let probe = probe.as_ref().filter(|_| ng > 0);
+                    let mut before = probe.map(|p| p.measure(2));
                     for _ in 0..cli.reps {
                         let s = time(&mut engine, &mut rng)?;
                         ts.push((np + ng) as f64 / s.max(1e-9));
+                        if let (Some(p), Some(b)) = (probe, before) {
+                            let after = p.measure(2);
+                            bw.push((b + after) / 2.0);
+                            before = Some(after);
+                        }
                     }
                     let row = Row {
                         file: file_name(path),
@@ -253,21 +270,38 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                         bytes_per_token: (ng > 0).then(|| {
                             bytes_per_token(&model, cache_type, nd as f64 + (ng as f64 + 1.0) / 2.0)
                         }),
+                        bw,
                     };
                     if !cli.json {
-                        print_row(&row, bandwidth);
+                        print_row(&row);
                     }
                     rows.push(row);
                 }
             }
         }
     }
+    let beside: Vec<f64> = rows.iter().flat_map(|r| r.bw.iter().copied()).collect();
+    if !cli.json && !beside.is_empty() {
+        let lo = beside.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = beside.iter().copied().fold(0.0, f64::max);
+        println!(
+            "\nread bandwidth beside the tg runs: {:.1}-{:.1} GB/s (each run's roofline is \
+             against its own)",
+            lo / 1e9,
+            hi / 1e9
+        );
+    }
     if cli.json {
         let arr: Vec<_> = rows
             .iter()
             .map(|r| {
                 let (avg, sd) = mean_sd(&r.ts);
-                let roof = roofline(r, bandwidth);
+                let roof = roofline(r);
+                let bw = if r.bw.is_empty() {
+                    bandwidth
+                } else {
+                    Some(mean_sd(&r.bw).0)
+                };
                 json!({
                     "build_commit": "xverse-rs",
                     "model_filename": r.file,
@@ -283,7 +317,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                     "avg_ts": avg,
                     "stddev_ts": sd,
                     "samples_ts": r.ts,
-                    "read_bandwidth": bandwidth,
+                    "read_bandwidth": bw,
+                    "samples_bw": r.bw,
                     "bytes_per_token": r.bytes_per_token,
                     "roofline_fraction": roof,
                 })
@@ -299,13 +334,13 @@ fn file_name(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Fraction of the roofline a tg row reaches.
-fn roofline(r: &Row, bandwidth: Option<f64>) -> Option<f64> {
-    let (avg, _) = mean_sd(&r.ts);
-    Some(r.bytes_per_token? * avg / bandwidth?)
+/// Fraction of the roofline a tg row reaches: each run against the bandwidth measured beside
+/// it, averaged.
+fn roofline(r: &Row) -> Option<f64> {
+    roofline_fraction(r.bytes_per_token?, &r.ts, &r.bw)
 }
 
-fn print_row(r: &Row, bandwidth: Option<f64>) {
+fn print_row(r: &Row) {
     let (avg, sd) = mean_sd(&r.ts);
     let name = Path::new(&r.file)
         .file_name()
@@ -318,8 +353,7 @@ fn print_row(r: &Row, bandwidth: Option<f64>) {
     if r.n_depth > 0 {
         test += &format!(" @ d{}", r.n_depth);
     }
-    let roof =
-        roofline(r, bandwidth).map_or_else(|| "-".to_string(), |f| format!("{:.0} %", 100.0 * f));
+    let roof = roofline(r).map_or_else(|| "-".to_string(), |f| format!("{:.0} %", 100.0 * f));
     println!(
         "| {:<30} | {:>10} | {:>8} | {:>7} | {:>15} | {:>18} | {:>8} |",
         format!("{name} ({})", r.model_type),

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! All activations are row-major `n_tokens × width` f32 buffers. A prompt is one batch (every
-//! matrix product is matrix × matrix, see [`super::matmul`]); generation is a batch of one.
+//! matrix product is matrix × matrix, see [`super::matmul`]); generation is a batch of one
+//! (matrix × vector, [`super::matvec`]: q, k and v in one parallel pass, gate and up in one).
 //! Layers may be split between stages, so [`embed`], [`layer`] and [`logits`] are separate
 //! entry points; a stage calls [`layer`] for each of its layers.
 //!
@@ -25,7 +26,7 @@
 //! kv head `h / (heads / kv_heads)`.
 
 use super::attention::attention;
-use super::matmul::matmul;
+use super::matmul::{matmul, matmul_many};
 use super::ops::{add, rmsnorm, rope_angles, rope_pairs, swiglu};
 use crate::error::RuntimeError;
 use crate::hparams::Hparams;
@@ -102,9 +103,12 @@ pub fn layer(
     let mut q = vec![0f32; n * dim];
     let mut k = vec![0f32; n * kv_dim];
     let mut v = vec![0f32; n * kv_dim];
-    matmul(&w.attn_q, &x, n, &mut q)?;
-    matmul(&w.attn_k, &x, n, &mut k)?;
-    matmul(&w.attn_v, &x, n, &mut v)?;
+    matmul_many(
+        &[&w.attn_q, &w.attn_k, &w.attn_v],
+        &x,
+        n,
+        &mut [&mut q, &mut k, &mut v],
+    )?;
 
     // rotary embedding of q and k, every head of every token at its own position
     let half = hp.rope_dims as usize / 2;
@@ -136,8 +140,7 @@ pub fn layer(
     rmsnorm_rows(&mut x, hidden, &w.ffn_norm, eps)?;
     let mut gate = vec![0f32; n * ffn];
     let mut up = vec![0f32; n * ffn];
-    matmul(&w.ffn_gate, &x, n, &mut gate)?;
-    matmul(&w.ffn_up, &x, n, &mut up)?;
+    matmul_many(&[&w.ffn_gate, &w.ffn_up], &x, n, &mut [&mut gate, &mut up])?;
     swiglu(&mut gate, &up);
     matmul(&w.ffn_down, &gate, n, &mut o)?;
     add(hidden, &o);

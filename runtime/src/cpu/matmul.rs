@@ -22,6 +22,9 @@
 //! `kernels::vec_dot_f32_act` widens the stored weights in registers (no dequantized row) and
 //! accumulates in f32 lanes, as llama.cpp b2757's x86 path does. [`matmul_reference`] remains
 //! for weight types without a kernel (and as the tests' reference).
+//!
+//! One token (decode) goes to [`super::matvec`], which runs the same kernels row by row (or
+//! group by group) and can take several weights in one parallel pass.
 
 use rayon::prelude::*;
 use xverse_quant::blocks;
@@ -64,9 +67,9 @@ pub fn round_activations(ty: GgmlType, x: &mut [f32], row_len: usize) -> Result<
 /// A dot-product kernel for one weight type: activations quantized once per row into
 /// `act_row_bytes`, dot products of raw weight rows with those blocks.
 #[derive(Clone, Copy, Debug)]
-struct Kernel {
+pub(super) struct Kernel {
     ty: GgmlType,
-    act_row_bytes: usize,
+    pub(super) act_row_bytes: usize,
 }
 
 impl Kernel {
@@ -74,7 +77,7 @@ impl Kernel {
     /// function of the reference path (same activation type: so not for F32/F16/BF16, whose
     /// activations stay f32 as in llama.cpp b2757's x86 path, while quant pairs them with
     /// f16/bf16 activations).
-    fn for_type(ty: GgmlType, n_in: usize) -> Option<Kernel> {
+    pub(super) fn for_type(ty: GgmlType, n_in: usize) -> Option<Kernel> {
         let act = activation_type(ty)?;
         if !fast::supported(ty) || fast::vec_dot_type(ty) != act {
             return None;
@@ -83,11 +86,11 @@ impl Kernel {
         Some(Kernel { ty, act_row_bytes })
     }
 
-    fn quantize(&self, x: &[f32], out: &mut Vec<u8>) {
+    pub(super) fn quantize(&self, x: &[f32], out: &mut Vec<u8>) {
         fast::quantize_activations(self.ty, x, out);
     }
 
-    fn dot(&self, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
+    pub(super) fn dot(&self, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
         fast::vec_dot(self.ty, n, w_row, act)
     }
 
@@ -135,6 +138,9 @@ pub fn matmul(
     if n_tokens == 0 || n_out == 0 {
         return Ok(());
     }
+    if n_tokens == 1 {
+        return super::matvec::matvec(w, x, y);
+    }
     if w.data.len() < n_out * w.row_bytes {
         return Err(RuntimeError::new(format!(
             "matmul {}: {} bytes for {n_out} rows of {}",
@@ -145,15 +151,9 @@ pub fn matmul(
     }
     if fast::supported_f32_act(w.ty) && w.ty.bytes_for(n_in as u64) == Some(w.row_bytes as u64) {
         let ty = w.ty;
-        products(
-            w,
-            x,
-            n_in,
-            n_tokens,
-            y,
-            |r, a| fast::vec_dot_f32_act(ty, n_in, r, a),
-            |rs, ts, o| fast::vec_dot_f32_act_tile(ty, n_in, rs, ts, o),
-        );
+        products(w, x, n_in, n_tokens, y, |rs, ts, o| {
+            fast::vec_dot_f32_act_tile(ty, n_in, rs, ts, o)
+        });
         return Ok(());
     }
     match Kernel::for_type(w.ty, n_in) {
@@ -163,22 +163,41 @@ pub fn matmul(
             if let (Some(bytes), Some(format)) = (w.packed, packed::format(w.ty)) {
                 return products_packed(w, bytes, format, k, &act, n_tokens, y);
             }
-            products(
-                w,
-                &act,
-                k.act_row_bytes,
-                n_tokens,
-                y,
-                |r, a| k.dot(n_in, r, a),
-                |rs, ts, o| k.tile(n_in, rs, ts, o),
-            );
+            products(w, &act, k.act_row_bytes, n_tokens, y, |rs, ts, o| {
+                k.tile(n_in, rs, ts, o)
+            });
             Ok(())
         }
         None => matmul_reference(w, x, n_tokens, y),
     }
 }
 
-fn check_act(w: &Weight<'_>, act: &[u8], want: usize) -> Result<(), RuntimeError> {
+/// `ys[i] = ws[i] · x` for weights that read the same activations `x` (`n_tokens` rows): one
+/// parallel pass over the rows of all of them for one token ([`super::matvec::matvec_many`]),
+/// each product in turn for a batch (where one product is long against its fork-join).
+pub fn matmul_many(
+    ws: &[&Weight<'_>],
+    x: &[f32],
+    n_tokens: usize,
+    ys: &mut [&mut [f32]],
+) -> Result<(), RuntimeError> {
+    if n_tokens == 1 {
+        return super::matvec::matvec_many(ws, x, ys);
+    }
+    if ws.len() != ys.len() {
+        return Err(RuntimeError::new(format!(
+            "matmul: {} weights and {} outputs",
+            ws.len(),
+            ys.len()
+        )));
+    }
+    for (w, y) in ws.iter().zip(ys.iter_mut()) {
+        matmul(w, x, n_tokens, y)?;
+    }
+    Ok(())
+}
+
+pub(super) fn check_act(w: &Weight<'_>, act: &[u8], want: usize) -> Result<(), RuntimeError> {
     if act.len() == want {
         Ok(())
     } else {
@@ -216,34 +235,20 @@ fn quantize_rows(
 
 /// `y[t][r] = dot(W row r, act[t])` for every token `t` and row `r`, rows split over the
 /// threads of the current pool. `act` holds `n_tokens` rows of `act_stride` elements (bytes of
-/// quantized blocks, or f32 values). A single token takes `dot` row by row; a batch takes
-/// `tile` on blocks of [`ROW_BLOCK`] rows × [`fast::TILE_COLS`] tokens (`tile(rows, acts,
-/// out)` writes `out[r * acts.len() + t]`).
+/// quantized blocks, or f32 values), taken by `tile` on blocks of [`ROW_BLOCK`] rows ×
+/// [`fast::TILE_COLS`] tokens (`tile(rows, acts, out)` writes `out[r * acts.len() + t]`).
+/// (One token takes [`super::matvec`] instead.)
 fn products<T: Sync>(
     w: &Weight<'_>,
     act: &[T],
     act_stride: usize,
     n_tokens: usize,
     y: &mut [f32],
-    dot: impl Fn(&[u8], &[T]) -> f32 + Sync,
     tile: impl Fn(&[&[u8]], &[&[T]], &mut [f32]) + Sync,
 ) {
     let n_out = w.n_rows;
     let per = rows_per_task(n_out, w.row_len, n_tokens);
     let row = |r: usize| &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
-    if n_tokens == 1 {
-        let ahead = prefetch_rows(w.row_bytes);
-        y.par_chunks_mut(per).enumerate().for_each(|(c, out)| {
-            let (first, n) = (c * per, out.len());
-            for (j, o) in out.iter_mut().enumerate() {
-                if ahead > 0 && j + ahead < n {
-                    prefetch(row(first + j + ahead));
-                }
-                *o = dot(row(first + j), act);
-            }
-        });
-        return;
-    }
     // tiles: ROW_BLOCK rows × `tile` tokens; out is rows × tokens (transposed)
     let row_bytes = (act_stride * std::mem::size_of::<T>()).max(1);
     let span = (TILE_BYTES / row_bytes).clamp(1, n_tokens);
@@ -283,10 +288,10 @@ fn products<T: Sync>(
 }
 
 /// `y = W x` for a weight whose first `n_rows / 8 * 8` rows are `bytes` in the eight-row
-/// packed layout `format` ([`packed`]: Q4_0, Q4_K), the activations `act` already quantized
-/// (one row per token): the groups of eight rows split over the threads like [`products`]'
-/// rows, each group multiplied with one token (`gemv`, decode) or tiles of tokens (`gemm`,
-/// prompts); the last `n_rows % 8` rows by the row kernels of `k`.
+/// packed layout `format` ([`packed`]: Q4_0, Q4_K, Q6_K, Q8_0), the activations `act` already
+/// quantized (one row per token, two or more tokens; one token takes [`super::matvec`]): the
+/// groups of eight rows split over the threads like [`products`]' rows, each group multiplied
+/// with tiles of tokens (`gemm`); the last `n_rows % 8` rows by the row kernels of `k`.
 fn products_packed(
     w: &Weight<'_>,
     bytes: &[u8],
@@ -320,26 +325,6 @@ fn products_packed(
     // whole groups per task, as `products` splits rows
     let per = (rows_per_task(n_out, n_in, n_tokens) / G).max(1);
     let tail = groups * G..n_out;
-    if n_tokens == 1 {
-        // No software prefetch here, unlike the row loop of `products`: a task's groups are
-        // one contiguous run of bytes, which the hardware prefetchers follow on their own, and
-        // hints 4 KiB ahead made decode 20-40 % slower on the Zen 3 machine (README "Speed").
-        let (head, rest) = y.split_at_mut(groups * G);
-        head.par_chunks_mut(per * G)
-            .enumerate()
-            .for_each(|(c, out)| {
-                let first = c * per;
-                let mut o8 = [0f32; G];
-                for (j, o) in out.chunks_exact_mut(G).enumerate() {
-                    (format.gemv)(n_in, group(first + j), act, &sums[0], &mut o8);
-                    o.copy_from_slice(&o8);
-                }
-            });
-        for (o, r) in rest.iter_mut().zip(tail) {
-            *o = k.dot(n_in, w.row(r), act);
-        }
-        return Ok(());
-    }
     // groups × tiles of tokens; out is rows × tokens (transposed), like `products`
     let span = (TILE_BYTES / stride.max(1)).clamp(1, n_tokens);
     let mut yt = vec![0f32; n_out * n_tokens];
@@ -386,7 +371,7 @@ fn products_packed(
 /// prefetchers alone fetch them (they stop at each 4 KiB page); asking for the rows 4 KiB
 /// ahead raised one-thread decode of Q4_K_M by ~20 % and Q8_0 by ~15 % against llama.cpp in
 /// the same run (`bench_vs_llama`, README "Speed").
-fn prefetch_rows(row_bytes: usize) -> usize {
+pub(super) fn prefetch_rows(row_bytes: usize) -> usize {
     let bytes = prefetch_distance();
     if bytes == 0 {
         0
@@ -413,7 +398,7 @@ const PREFETCH_BYTES: usize = 4096;
 
 /// Asks the CPU to start loading `bytes` into the cache (one hint per 64-byte line).
 #[inline]
-fn prefetch(bytes: &[u8]) {
+pub(super) fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for line in bytes.chunks(64) {
         // SAFETY: a prefetch hint never faults and reads nothing architecturally; the address
@@ -439,7 +424,7 @@ fn transpose_into(yt: &[f32], n_out: usize, n_tokens: usize, y: &mut [f32]) {
 
 /// The reference path: each weight row dequantized once per batch, f32 dot products with the
 /// activations rounded to [`activation_type`].
-fn matmul_reference(
+pub(super) fn matmul_reference(
     w: &Weight<'_>,
     x: &[f32],
     n_tokens: usize,
@@ -585,9 +570,7 @@ mod tests {
                         .build()
                         .unwrap();
                     let mut y = vec![0f32; n_tok * n_out];
-                    pool.install(|| {
-                        products(&w, &act, stride, n_tok, &mut y, dot_blocks, tile_blocks)
-                    });
+                    pool.install(|| products(&w, &act, stride, n_tok, &mut y, tile_blocks));
                     assert_eq!(y, want, "{ty} {n_tok} tokens {threads} threads");
                 }
             }

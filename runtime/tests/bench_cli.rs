@@ -41,6 +41,8 @@ fn table_and_json() {
     // the tg rows give a roofline fraction
     let tg = out.lines().find(|l| l.contains(" tg 4 ")).unwrap();
     assert!(tg.trim_end().ends_with("% |"), "{tg}");
+    // the bandwidth measured beside the tg runs is reported
+    assert!(out.contains("read bandwidth beside the tg runs:"), "{out}");
 
     let o = run(&[
         "-m", m, "-p", "8", "-n", "4", "-t", "1", "-r", "2", "--bw-mib", "8", "--json",
@@ -75,6 +77,22 @@ fn table_and_json() {
         (Some(0), Some(4))
     );
     assert!(arr[1]["roofline_fraction"].as_f64().unwrap() > 0.0);
+    // one bandwidth beside each of the tg test's two runs; none for the pp test
+    let bw = arr[1]["samples_bw"].as_array().unwrap();
+    assert_eq!(bw.len(), 2, "{}", arr[1]);
+    assert!(bw.iter().all(|b| b.as_f64().unwrap() > 0.0));
+    assert_eq!(arr[0]["samples_bw"].as_array().unwrap().len(), 0);
+    // the fraction is the mean over runs of bytes · rate / bandwidth
+    let bpt = arr[1]["bytes_per_token"].as_f64().unwrap();
+    let ts = arr[1]["samples_ts"].as_array().unwrap();
+    let want = ts
+        .iter()
+        .zip(bw)
+        .map(|(t, b)| bpt * t.as_f64().unwrap() / b.as_f64().unwrap())
+        .sum::<f64>()
+        / 2.0;
+    let got = arr[1]["roofline_fraction"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
 }
 
 #[test]

@@ -472,10 +472,11 @@ pub(super) fn matmul_reference(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn weight<'a>(
+    /// A weight over `data` in the file's layout (not repacked).
+    pub(in crate::cpu) fn weight<'a>(
         name: &'a str,
         ty: GgmlType,
         row_len: usize,

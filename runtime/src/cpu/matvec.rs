@@ -272,6 +272,7 @@ fn each_row(w: &Weight<'_>, first: usize, out: &mut [f32], dot: impl Fn(&[u8]) -
 mod tests {
     use super::*;
     use crate::cpu::matmul::matmul;
+    use crate::cpu::matmul::tests::weight;
     use xverse_quant::blocks;
 
     fn quantized(ty: GgmlType, n_in: usize, n_out: usize, seed: f32) -> Vec<u8> {
@@ -281,24 +282,6 @@ mod tests {
         let mut bytes = vec![0u8; ty.bytes_for((n_in * n_out) as u64).unwrap() as usize];
         blocks::quantize_row(ty, &wf, &mut bytes).unwrap();
         bytes
-    }
-
-    fn weight<'a>(
-        name: &'a str,
-        ty: GgmlType,
-        n_in: usize,
-        n_out: usize,
-        data: &'a [u8],
-    ) -> Weight<'a> {
-        Weight {
-            name,
-            ty,
-            row_len: n_in,
-            n_rows: n_out,
-            row_bytes: ty.bytes_for(n_in as u64).unwrap() as usize,
-            data,
-            packed: None,
-        }
     }
 
     fn packed_copy(ty: GgmlType, n_in: usize, n_out: usize, bytes: &[u8]) -> Vec<u8> {

@@ -105,7 +105,7 @@ pub fn matvec(w: &Weight<'_>, x: &[f32], y: &mut [f32]) -> Result<(), RuntimeErr
 fn check_shapes(w: &Weight<'_>, n_x: usize, n_y: usize) -> Result<(), RuntimeError> {
     if n_x != w.row_len || n_y != w.n_rows {
         return Err(RuntimeError::new(format!(
-            "matmul {}: {n_x} inputs and {n_y} outputs for 1 tokens of a [{}, {}] matrix",
+            "matmul {}: {n_x} inputs and {n_y} outputs for one token of a [{}, {}] matrix",
             w.name, w.row_len, w.n_rows
         )));
     }

@@ -105,10 +105,16 @@ impl Kernel {
 /// whole number of [`ROW_BLOCK`]s.
 fn rows_per_task(n_rows: usize, n_in: usize, n_tokens: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let by_threads = n_rows.div_ceil(4 * threads);
+    rows_for_tasks(n_rows, n_in, n_tokens, 4 * threads).div_ceil(ROW_BLOCK) * ROW_BLOCK
+}
+
+/// Rows per task when `n_rows` rows of `n_in` are cut into `tasks` tasks, but at least ~64k
+/// multiply-adds per task (`n_in × n_tokens` per row) so the fork-join stays small against the
+/// work; between 1 and `n_rows`.
+pub(super) fn rows_for_tasks(n_rows: usize, n_in: usize, n_tokens: usize, tasks: usize) -> usize {
+    let by_tasks = n_rows.div_ceil(tasks.max(1));
     let by_work = 65_536usize.div_ceil((n_in * n_tokens).max(1));
-    let per = by_threads.max(by_work).clamp(1, n_rows.max(1));
-    per.div_ceil(ROW_BLOCK) * ROW_BLOCK
+    by_tasks.max(by_work).clamp(1, n_rows.max(1))
 }
 
 /// Weight rows multiplied together with one tile of tokens (their bytes stay in L1/L2): the

@@ -18,7 +18,7 @@ use xverse_quant::kernels as fast;
 use xverse_quant::kernels::packed;
 use xverse_quant::GgmlType;
 
-use super::matmul::{check_act, matmul_reference, prefetch, prefetch_rows, Kernel};
+use super::matmul::{check_act, matmul_reference, prefetch, prefetch_rows, rows_for_tasks, Kernel};
 use crate::error::RuntimeError;
 use crate::model::Weight;
 
@@ -182,12 +182,8 @@ fn plan<'w>(
 /// ~64k multiply-adds a task so the fork-join stays small against the work, and whole groups
 /// of eight rows (so a task of a packed weight starts at a group).
 fn rows_per_task(w: &Weight<'_>, tasks: usize, total: usize) -> usize {
-    let bytes = w.n_rows * w.row_bytes;
-    let share = (tasks * bytes).div_ceil(total.max(1)).max(1);
-    let by_tasks = w.n_rows.div_ceil(share);
-    let by_work = 65_536usize.div_ceil(w.row_len.max(1));
-    let per = by_tasks.max(by_work).clamp(1, w.n_rows.max(1));
-    per.div_ceil(packed::ROWS) * packed::ROWS
+    let share = (tasks * w.n_rows * w.row_bytes).div_ceil(total.max(1));
+    rows_for_tasks(w.n_rows, w.row_len, 1, share).div_ceil(packed::ROWS) * packed::ROWS
 }
 
 /// `out[j] = row first + j of w · x` by the kernels of `plan`.

@@ -110,6 +110,7 @@ fn bad_flags_give_one_line() {
         vec!["-p", "8"],
         vec!["-m", missing.to_str().unwrap()],
         vec!["-m", m, "--cache-type", "q9"],
+        vec!["-m", m, "--bw-mib", "18446744073709551615"],
     ] {
         let o = run(&args);
         assert!(!o.status.success(), "{args:?}");

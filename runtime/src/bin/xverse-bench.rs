@@ -102,8 +102,9 @@ struct Cli {
     /// Print a JSON array (llama-bench's field names) instead of the table.
     #[arg(long = "json")]
     json: bool,
-    /// Keep Q4_0, Q4_K, Q6_K and Q8_0 weights in the file's layout instead of repacking
-    /// them eight rows at a time at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    /// Read the weights from the file's map instead of copying them at load into 2 MiB pages
+    /// (Q4_0, Q4_K, Q6_K and Q8_0 repacked eight rows at a time; llama.cpp's `--no-repack`;
+    /// also `XVERSE_REPACK=0`).
     #[arg(long = "no-repack")]
     no_repack: bool,
 }
@@ -216,6 +217,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         + cli.n_depth.iter().copied().max().unwrap_or(0);
     for path in &cli.models {
         let model = Model::load_with(path, !cli.no_repack && repack_by_default())?;
+        // the copies made in the background are finished before anything is timed
+        model.wait_repacked();
         let mtype = model_type(&model);
         let size: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
         let params = model.hparams.parameters();

@@ -129,10 +129,34 @@ struct Cli {
     /// Take -p and --system literally.
     #[arg(long = "no-escape")]
     no_escape: bool,
-    /// Keep Q4_0, Q4_K, Q6_K and Q8_0 weights in the file's layout instead of repacking
-    /// them eight rows at a time at load (llama.cpp's `--no-repack`; also `XVERSE_REPACK=0`).
+    /// Read the weights from the file's map instead of copying them at load into 2 MiB pages
+    /// (Q4_0, Q4_K, Q6_K and Q8_0 repacked eight rows at a time; llama.cpp's `--no-repack`;
+    /// also `XVERSE_REPACK=0`).
     #[arg(long = "no-repack")]
     no_repack: bool,
+}
+
+/// The load line's words on the weights' copies: how many bytes were repacked or copied at
+/// load, how many are still being copied, what was left in the file's map.
+fn repack_line(model: &Model) -> String {
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let (all, done) = (model.repack_bytes(), model.packed_bytes());
+    let mut parts = Vec::new();
+    if all > 0 && done >= all {
+        parts.push(format!("repacked {:.2} GiB of weights", gib(all)));
+    } else if all > 0 {
+        parts.push(format!(
+            "repacking {:.2} GiB of weights, {:.2} GiB of them in the background",
+            gib(all),
+            gib(all - done)
+        ));
+    }
+    parts.extend(model.repack_note().map(str::to_string));
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 /// llama.cpp's `process_escapes`: `\n \r \t \' \" \\ \xNN`; anything else stays as written.
@@ -358,10 +382,7 @@ fn print_setup(
         "xverse-run: loaded {} in {:.1} ms{}: {} parameters, {} layers, vocab {}, context {}, {} threads, {} KV cache ({:.1} MiB), {}",
         model_path.display(),
         load_ms,
-        match model.packed_bytes() {
-            0 => String::new(),
-            b => format!(" (repacked {:.2} GiB of quantized weights)", b as f64 / (1u64 << 30) as f64),
-        },
+        repack_line(model),
         human(h.parameters()),
         h.layers,
         h.vocab,

@@ -139,16 +139,22 @@ struct Cli {
 /// The load line's words on the weights' copies: how many bytes were repacked or copied at
 /// load, how many are still being copied, what was left in the file's map.
 fn repack_line(model: &Model) -> String {
-    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let size = |b: usize| {
+        if b >= 1 << 30 {
+            format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+        } else {
+            format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+        }
+    };
     let (all, done) = (model.repack_bytes(), model.packed_bytes());
     let mut parts = Vec::new();
     if all > 0 && done >= all {
-        parts.push(format!("repacked {:.2} GiB of weights", gib(all)));
+        parts.push(format!("repacked {} of weights", size(all)));
     } else if all > 0 {
         parts.push(format!(
-            "repacking {:.2} GiB of weights, {:.2} GiB of them in the background",
-            gib(all),
-            gib(all - done)
+            "repacking {} of weights, {} of them in the background",
+            size(all),
+            size(all - done)
         ));
     }
     parts.extend(model.repack_note().map(str::to_string));

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod kv_cache;
+pub mod load;
 pub mod model;
 pub mod stage;
 
@@ -25,3 +26,4 @@ pub mod perplexity;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;
+pub mod tokenizer_json;

@@ -19,12 +19,12 @@ use std::time::Instant;
 use clap::Parser;
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::engine::{Engine, EngineConfig};
-use xverse_runtime::model::Model;
+use xverse_runtime::load::model_and_tokenizer;
+use xverse_runtime::model::repack_by_default;
 use xverse_runtime::perplexity::{
     kl_divergence, log_probs_f16, nll, LogitsHeader, LogitsReader, LogitsWriter, Stat,
 };
 use xverse_runtime::sampler::argmax;
-use xverse_runtime::tokenizer::Tokenizer;
 use xverse_runtime::RuntimeError;
 
 /// Perplexity of an XVERSE GGUF model over a text; KL-divergence against saved logits.
@@ -100,8 +100,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     let mut base = cli.kl_base.as_deref().map(LogitsReader::open).transpose()?;
 
     let t_load = Instant::now();
-    let model = Model::load(&model_path)?;
-    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let (model, tok) = model_and_tokenizer(&model_path, repack_by_default())?;
     let n_vocab = model.hparams.vocab as usize;
 
     let n_ctx = match (&base, cli.ctx_size) {

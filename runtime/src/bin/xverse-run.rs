@@ -21,6 +21,7 @@ use clap::Parser;
 use xverse_runtime::chat::Chat;
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::engine::{Engine, EngineConfig};
+use xverse_runtime::load::model_and_tokenizer;
 use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::sampler::{Sampler, SamplerConfig};
 use xverse_runtime::session::{Session, Stop};
@@ -284,8 +285,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     };
 
     let t_load = Instant::now();
-    let model = Model::load_with(&model_path, !cli.no_repack && repack_by_default())?;
-    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let (model, tok) = model_and_tokenizer(&model_path, !cli.no_repack && repack_by_default())?;
     let train_ctx = model.hparams.context_length as usize;
     if cli.ctx_size > train_ctx && train_ctx > 0 {
         eprintln!(

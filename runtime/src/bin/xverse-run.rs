@@ -28,6 +28,17 @@ use xverse_runtime::session::{Session, Stop};
 use xverse_runtime::tokenizer::Tokenizer;
 use xverse_runtime::RuntimeError;
 
+/// The end of a run: everything is printed, and the process is about to exit, which gives
+/// back all its memory at once. Dropping the session, tokenizer and model one piece at a time
+/// first (200k small allocations of the tokenizer, the unmapping of the weights' copies, a
+/// background copy thread joined) cost every command ~0.1 s on bench-1b (whole `-n 1`
+/// commands, median of ten: Q8_0 0.735 → 0.635 s, Q4_K_M 0.70 → 0.59 s).
+macro_rules! leave {
+    ($($v:ident),*) => {
+        $(std::mem::forget($v);)*
+    };
+}
+
 /// Runs an XVERSE GGUF model: completes a prompt, or chats (--chat).
 #[derive(Parser, Debug)]
 #[command(name = "xverse-run", version, about, max_term_width = 100)]
@@ -338,6 +349,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         for line in session.timings.report().lines() {
             eprintln!("xverse-run: {line}");
         }
+        drop(out);
+        leave!(session, tok, model);
         return Ok(());
     }
 
@@ -370,6 +383,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     for line in session.timings.report().lines() {
         eprintln!("xverse-run: {line}");
     }
+    drop(out);
+    leave!(session, tok, model);
     Ok(())
 }
 

@@ -109,7 +109,11 @@ mod tests {
         let bad_tok = rewrite(&g, |_| true, Some(("tokenizer.huggingface.json", not_json)));
         let path = tiny_file(&dir, "bad-tok.gguf", &bad_tok);
         let e = model_and_tokenizer(&path, true).unwrap_err().to_string();
-        assert!(e.contains("tokenizer"), "{e}");
+        assert!(
+            e.contains("bad-tok.gguf")
+                && e.contains("tokenizer.huggingface.json is not a valid tokenizer"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -52,7 +52,7 @@ pub fn model_and_tokenizer(path: &Path, repack: bool) -> Result<(Model, Tokenize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xverse_models::{tiny_gguf_bytes, TinySpec};
+    use xverse_models::{rewrite_metadata, tiny_gguf_bytes, TinySpec};
     use xverse_quant::gguf::Value;
 
     fn tiny_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -87,7 +87,7 @@ mod tests {
     }
 
     /// A file whose model is broken is reported for its model, one whose tokenizer is broken
-    /// for its tokenizer, and a missing file for the file.
+    /// for its tokenizer, one with both for its model, and a missing file for the file.
     #[test]
     fn reports_the_model_then_the_tokenizer() {
         let dir = std::env::temp_dir().join(format!("xverse-load-bad-{}", std::process::id()));
@@ -96,49 +96,43 @@ mod tests {
         let e = model_and_tokenizer(&missing, true).unwrap_err().to_string();
         assert!(e.contains("missing.gguf"), "{e}");
 
-        let spec = TinySpec::default();
-        let good = tiny_gguf_bytes(&spec).unwrap();
-        let g = Gguf::from_bytes(good, "t.gguf").unwrap();
-        // no output norm: the model is broken, the tokenizer is not
-        let no_norm = rewrite(&g, |name| name != "output_norm.weight", None);
-        let path = tiny_file(&dir, "no-norm.gguf", &no_norm);
+        let good = tiny_file(
+            &dir,
+            "good.gguf",
+            &tiny_gguf_bytes(&TinySpec::default()).unwrap(),
+        );
+        // no head count: the model is broken, the tokenizer is not
+        let path = dir.join("no-heads.gguf");
+        rewrite_metadata(&good, &path, |m| {
+            m.retain(|(k, _)| k != "xverse.attention.head_count")
+        })
+        .unwrap();
         let e = model_and_tokenizer(&path, true).unwrap_err().to_string();
-        assert!(e.contains("output_norm.weight"), "{e}");
+        assert!(e.contains("xverse.attention.head_count"), "{e}");
         // a tokenizer json that is not one: the model is fine
-        let not_json = Value::String("{\"not\": 1}".into());
-        let bad_tok = rewrite(&g, |_| true, Some(("tokenizer.huggingface.json", not_json)));
-        let path = tiny_file(&dir, "bad-tok.gguf", &bad_tok);
+        let path = dir.join("bad-tok.gguf");
+        rewrite_metadata(&good, &path, |m| {
+            let not_json = Value::String("{\"not\": 1}".into());
+            m.push(("tokenizer.huggingface.json".into(), not_json));
+        })
+        .unwrap();
         let e = model_and_tokenizer(&path, true).unwrap_err().to_string();
         assert!(
             e.contains("bad-tok.gguf")
                 && e.contains("tokenizer.huggingface.json is not a valid tokenizer"),
             "{e}"
         );
+        // both broken: the model's problem is the one reported
+        let both = dir.join("both.gguf");
+        rewrite_metadata(&path, &both, |m| {
+            m.retain(|(k, _)| k != "xverse.attention.head_count")
+        })
+        .unwrap();
+        let e = model_and_tokenizer(&both, true).unwrap_err().to_string();
+        assert!(
+            e.contains("xverse.attention.head_count") && !e.contains("tokenizer"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// `g` written again with the tensors `keep` keeps and one more metadata value.
-    fn rewrite(g: &Gguf, keep: impl Fn(&str) -> bool, extra: Option<(&str, Value)>) -> Vec<u8> {
-        use xverse_quant::gguf::{GgufWriter, TensorSpec};
-        let mut w = GgufWriter::new();
-        for (k, v) in g.metadata() {
-            if k != "general.alignment" {
-                w.add_metadata(k.clone(), v.clone()).unwrap();
-            }
-        }
-        if let Some((k, v)) = extra {
-            w.add_metadata(k, v).unwrap();
-        }
-        let mut data: Vec<&[u8]> = Vec::new();
-        for t in g.tensors().iter().filter(|t| keep(&t.name)) {
-            w.add_tensor(TensorSpec {
-                name: t.name.clone(),
-                ty: t.ty,
-                dims: t.dims.clone(),
-            })
-            .unwrap();
-            data.push(g.view(t).data);
-        }
-        w.to_bytes(&data).unwrap()
     }
 }

@@ -30,7 +30,6 @@ use crate::source::ConvertError;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::fs;
-use std::str::FromStr;
 use xverse_quant::gguf::{Value, ValueType};
 
 /// llama.cpp's `llama_token_type` values.
@@ -143,7 +142,7 @@ impl Vocab {
 
     /// Builds the vocab from the text of a `tokenizer.json`; `name` names it in messages.
     pub fn from_json(text: &str, files: &HfFiles, name: &str) -> Result<Vocab, ConvertError> {
-        let tokenizer = tokenizers::Tokenizer::from_str(text).map_err(|e| {
+        let tokenizer = xverse_runtime::tokenizer_json::tokenizer(text).map_err(|e| {
             convert_err!("{name}: not a tokenizer the tokenizers library reads: {e}")
         })?;
         let json: Json =

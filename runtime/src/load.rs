@@ -28,12 +28,7 @@ pub fn model_and_tokenizer(path: &Path, repack: bool) -> Result<(Model, Tokenize
         let tokenizer = std::thread::Builder::new()
             .name("xverse-tokenizer".into())
             .spawn_scoped(s, || Tokenizer::from_gguf(&gguf));
-        let model = Model::from_gguf(Arc::clone(&gguf)).map(|mut m| {
-            if repack {
-                m.repack_in_background();
-            }
-            m
-        });
+        let model = Model::from_gguf_with(Arc::clone(&gguf), repack);
         let tok = match tokenizer {
             Ok(h) => h.join().unwrap_or_else(|_| {
                 Err(RuntimeError::new(format!(
@@ -65,10 +60,10 @@ mod tests {
     /// tokenizer (same ids for a text with special tokens, bos, eos) and the same model.
     #[test]
     fn builds_what_the_two_loads_build() {
-        let dir = std::env::temp_dir().join(format!("xverse-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let spec = TinySpec::default();
-        let path = tiny_file(&dir, "tiny.gguf", &tiny_gguf_bytes(&spec).unwrap());
+        let path = tiny_file(dir, "tiny.gguf", &tiny_gguf_bytes(&spec).unwrap());
         for repack in [false, true] {
             let (model, tok) = model_and_tokenizer(&path, repack).unwrap();
             let one = Model::load_with(&path, repack).unwrap();
@@ -83,21 +78,20 @@ mod tests {
             assert_eq!(model.repack_bytes(), one.repack_bytes());
             assert_eq!(model.packed_bytes(), one.packed_bytes());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A file whose model is broken is reported for its model, one whose tokenizer is broken
     /// for its tokenizer, one with both for its model, and a missing file for the file.
     #[test]
     fn reports_the_model_then_the_tokenizer() {
-        let dir = std::env::temp_dir().join(format!("xverse-load-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let missing = dir.join("missing.gguf");
         let e = model_and_tokenizer(&missing, true).unwrap_err().to_string();
         assert!(e.contains("missing.gguf"), "{e}");
 
         let good = tiny_file(
-            &dir,
+            dir,
             "good.gguf",
             &tiny_gguf_bytes(&TinySpec::default()).unwrap(),
         );
@@ -133,6 +127,5 @@ mod tests {
             e.contains("xverse.attention.head_count") && !e.contains("tokenizer"),
             "{e}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -240,8 +240,12 @@ impl Model {
     /// Q4_0, Q4_K, Q6_K and Q8_0 matrices are repacked before this returns, and the other
     /// matrices are copied by a thread of their own ([`Model::repack_in_background`]).
     pub fn load_with(path: &Path, repack: bool) -> Result<Model, RuntimeError> {
-        let gguf = Gguf::open(path)?;
-        let mut model = Model::from_gguf(Arc::new(gguf))?;
+        Model::from_gguf_with(Arc::new(Gguf::open(path)?), repack)
+    }
+
+    /// [`Model::from_gguf`], then repacked as [`Model::load_with`] does when `repack`.
+    pub fn from_gguf_with(gguf: Arc<Gguf>, repack: bool) -> Result<Model, RuntimeError> {
+        let mut model = Model::from_gguf(gguf)?;
         if repack {
             model.repack_in_background();
         }

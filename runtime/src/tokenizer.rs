@@ -126,18 +126,6 @@ fn opt_id(g: &Gguf, key: &str, default: u32, n_vocab: usize) -> Result<u32, Runt
     Ok(id)
 }
 
-/// A `tokenizers` tokenizer from a tokenizer.json text: read in one pass where its model is
-/// BPE ([`crate::tokenizer_json`]), else by the crate. The error reads "is not a valid
-/// tokenizer: …".
-fn hf_tokenizer(json: &str) -> Result<tokenizers::Tokenizer, String> {
-    let invalid = |e: &dyn std::fmt::Display| format!("is not a valid tokenizer: {e}");
-    match crate::tokenizer_json::read(json.as_bytes()) {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| invalid(&e)),
-        Err(e) => Err(invalid(&e)),
-    }
-}
-
 impl Tokenizer {
     /// The tokenizer of a GGUF file: `tokenizer.huggingface.json` when present, else the
     /// `tokenizer.ggml.*` vocabulary (see the module documentation).
@@ -152,8 +140,12 @@ impl Tokenizer {
                     ),
                 ));
             };
-            let tok = hf_tokenizer(json)
-                .map_err(|e| bad(g, format!("tokenizer.huggingface.json {e}")))?;
+            let tok = crate::tokenizer_json::tokenizer(json).map_err(|e| {
+                bad(
+                    g,
+                    format!("tokenizer.huggingface.json is not a valid tokenizer: {e}"),
+                )
+            })?;
             let n_vocab = tok.get_vocab_size(true);
             let bos = opt_id(g, "tokenizer.ggml.bos_token_id", XVERSE_BOS, n_vocab)?;
             let eos = opt_id(g, "tokenizer.ggml.eos_token_id", XVERSE_EOS, n_vocab)?;
@@ -180,8 +172,9 @@ impl Tokenizer {
     /// A tokenizer straight from a `tokenizer.json` text (bos 2, eos 3, no BOS added), for
     /// tools and tests that have no GGUF file.
     pub fn from_hf_json(json: &str) -> Result<Tokenizer, RuntimeError> {
-        let tok =
-            hf_tokenizer(json).map_err(|e| RuntimeError::new(format!("tokenizer.json {e}")))?;
+        let tok = crate::tokenizer_json::tokenizer(json).map_err(|e| {
+            RuntimeError::new(format!("tokenizer.json is not a valid tokenizer: {e}"))
+        })?;
         Ok(Tokenizer::hf(tok, XVERSE_BOS, XVERSE_EOS, false, false))
     }
 

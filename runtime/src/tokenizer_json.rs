@@ -133,6 +133,16 @@ fn merges(list: Vec<Merge>) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// The `tokenizers` tokenizer of a tokenizer.json text, what the runtime and the converter
+/// read: in one pass ([`read`]) where its model is BPE, else by the crate's `from_bytes`. The
+/// error is the reason only (the crate's, or [`read`]'s for a text the crate would panic on).
+pub fn tokenizer(json: &str) -> Result<tokenizers::Tokenizer, String> {
+    match read(json.as_bytes())? {
+        Some(t) => Ok(t),
+        None => tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| e.to_string()),
+    }
+}
+
 /// The tokenizer of a tokenizer.json text whose model is BPE, read in one pass: `Ok(None)`
 /// when the text is anything else or anything in it is unexpected (read it with
 /// `from_bytes`), an error where the crate would panic (a merge's second part shorter than
@@ -147,12 +157,11 @@ pub fn read(json: &[u8]) -> Result<Option<tokenizers::Tokenizer>, String> {
 
 fn parse(json: &[u8]) -> Option<Result<tokenizers::Tokenizer, String>> {
     let j: TokenizerJson = serde_json::from_slice(json).ok()?;
-    if j.version.as_deref().is_some_and(|v| v != "1.0") || j.model.ty.as_deref() != Some("BPE") {
-        return None;
-    }
     let m = j.model;
     let merges = merges(m.merges)?;
-    if let Some(p) = &m.continuing_subword_prefix {
+    // checked before anything sends the text to `from_bytes`, which would panic on it: the
+    // crate reads a model without "type" as BPE too
+    if let (Some(p), None | Some("BPE")) = (&m.continuing_subword_prefix, m.ty.as_deref()) {
         if let Some((rank, (_, b))) = merges
             .iter()
             .enumerate()
@@ -163,6 +172,9 @@ fn parse(json: &[u8]) -> Option<Result<tokenizers::Tokenizer, String>> {
                 rank + 1
             )));
         }
+    }
+    if j.version.as_deref().is_some_and(|v| v != "1.0") || m.ty.as_deref() != Some("BPE") {
+        return None;
     }
     let mut b = BPE::builder().vocab_and_merges(m.vocab, merges);
     if let Some(v) = m.dropout {
@@ -338,6 +350,10 @@ mod tests {
         let (_, json) = fixture_jsons().remove(0);
         let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
         v["model"]["continuing_subword_prefix"] = "#####".into();
+        let e = read(v.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("continuing_subword_prefix"), "{e}");
+        // also without "type", which the crate reads as BPE (and would panic on)
+        v["model"].as_object_mut().unwrap().remove("type");
         let e = read(v.to_string().as_bytes()).unwrap_err();
         assert!(e.contains("continuing_subword_prefix"), "{e}");
     }

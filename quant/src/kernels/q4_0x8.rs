@@ -147,6 +147,42 @@ pub fn gemv_groups_with(
     }
 }
 
+/// `gemm_with` of two groups `a` and `b` of `n` weights with the same two activation rows, in
+/// one pass over both (two streams from memory at once: the attention's weighted sum over
+/// q4_0 values, whose groups of eight dimensions lie apart): `out_a[2j + t]` = row `j` of `a`
+/// · `acts[t]`, `out_b` likewise, the bits of `gemm_with` on each group. Zeros where a length
+/// is wrong.
+pub fn gemm2x2_with(
+    level: SimdLevel,
+    n: usize,
+    (a, b): (&[u8], &[u8]),
+    acts: [&[u8]; 2],
+    sums: [&[i32]; 2],
+    out_a: &mut [f32; 2 * ROWS],
+    out_b: &mut [f32; 2 * ROWS],
+) {
+    if !(0..2).all(|t| lengths_ok(n, a, acts[t], sums[t]) && lengths_ok(n, b, acts[t], sums[t])) {
+        out_a.fill(0.0);
+        out_b.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= SimdLevel::Avx2 {
+        // SAFETY: `effective` returns `Avx2` or above only when the CPU has AVX2, FMA and
+        // F16C; the lengths of both groups and both rows were checked above.
+        unsafe { super::avx2_q4_0x8::gemm2x2(a, b, acts, sums, out_a, out_b) };
+        return;
+    }
+    let _ = level;
+    for (group, out) in [(a, out_a), (b, out_b)] {
+        for t in 0..2 {
+            for (j, x) in gemv_scalar(group, acts[t], sums[t]).into_iter().enumerate() {
+                out[2 * j + t] = x;
+            }
+        }
+    }
+}
+
 /// This layout's parts of the shared entry points.
 struct Q4_0x8;
 
@@ -363,7 +399,7 @@ mod tests {
                 assert!(pack(n, &case(&mut rng, n, false).0, g));
             }
             for level in available_levels() {
-                for k in [0, 1, 5] {
+                for k in [0, 1, 2, 4, 5] {
                     let mut got = vec![f32::NAN; k * ROWS];
                     gemv_groups_with(level, n, &groups[..k * gb], &act, &sums, &mut got);
                     for (g, o) in groups[..k * gb]
@@ -390,6 +426,54 @@ mod tests {
                 let mut out = vec![f32::NAN; 2 * ROWS];
                 gemv_groups_with(level, n, &groups[..2 * gb], &act[1..], &sums, &mut out);
                 assert!(out.iter().all(|&x| x == 0.0), "{level:?} short activations");
+            }
+        }
+    }
+
+    /// Two groups with two activation rows in one pass: `gemm_with`'s bits on each group, at
+    /// every level, also with quants at their extremes; zeros for a wrong length.
+    #[test]
+    fn gemm2x2_equals_gemm_of_each_group() {
+        let mut rng = Rng(23);
+        for (n, extreme) in [(32, false), (128, true), (4096, false), (4096, true)] {
+            let gb = group_bytes(n).unwrap();
+            let mut groups = vec![0u8; 2 * gb];
+            for g in groups.chunks_exact_mut(gb) {
+                assert!(pack(n, &case(&mut rng, n, extreme).0, g));
+            }
+            let (a, b) = groups.split_at(gb);
+            let acts = [case(&mut rng, n, extreme).1, case(&mut rng, n, extreme).1];
+            let sums: Vec<Vec<i32>> = acts
+                .iter()
+                .map(|a| {
+                    let mut s = Vec::new();
+                    block_sums(a, &mut s);
+                    s
+                })
+                .collect();
+            let ar = [&acts[0][..], &acts[1][..]];
+            let sr = [&sums[0][..], &sums[1][..]];
+            for level in available_levels() {
+                let (mut oa, mut ob) = ([f32::NAN; 2 * ROWS], [f32::NAN; 2 * ROWS]);
+                gemm2x2_with(level, n, (a, b), ar, sr, &mut oa, &mut ob);
+                for (group, got) in [(a, oa), (b, ob)] {
+                    let mut want = [0f32; 2 * ROWS];
+                    gemm_with(level, n, group, &ar, &sr, &mut want);
+                    assert_eq!(
+                        got.map(f32::to_bits),
+                        want.map(f32::to_bits),
+                        "{level:?} n {n}"
+                    );
+                }
+                let (mut oa, mut ob) = ([f32::NAN; 2 * ROWS], [f32::NAN; 2 * ROWS]);
+                gemm2x2_with(level, n, (a, &b[1..]), ar, sr, &mut oa, &mut ob);
+                assert!(oa.iter().chain(&ob).all(|&x| x == 0.0), "{level:?} short b");
+                let short = [&acts[0][..], &acts[1][..acts[1].len() - 1]];
+                gemm2x2_with(level, n, (a, b), short, sr, &mut oa, &mut ob);
+                assert!(
+                    oa.iter().chain(&ob).all(|&x| x == 0.0),
+                    "{level:?} short row"
+                );
             }
         }
     }

@@ -16,8 +16,10 @@
 //!   q4_0 keys are stored eight positions to a group and scored by the repacked weights'
 //!   Q4_0×8 matrix × vector kernel), q8_0 values are widened in registers, and q4_0 values,
 //!   stored by dimension (32 positions of one dimension to a block), are summed by the same
-//!   Q4_0×8 kernel with the weights quantized to two Q8_0 rows (16 bits, [`Weights`]); nothing
-//!   is converted to an f32 copy first. Keys and values may have different types.
+//!   Q4_0×8 kernel with the weights quantized to two Q8_0 rows (16 bits, [`Weights`]), two
+//!   groups of eight dimensions at a time; nothing is converted to an f32 copy first. Keys and
+//!   values may have different types. The q4_0 kernels read two runs of the cache at once and
+//!   prefetch 2 KiB ahead (the cache is in 4 KiB pages, where the hardware prefetchers stop).
 //! * Kernels: AVX2 + FMA + F16C, chosen at run time (with `xverse_quant::kernels`' level), and a
 //!   portable scalar version of each, which the unit tests compare them with.
 //! * Threads: one rayon task per (query head, block of query tokens): a generated token gives
@@ -446,13 +448,27 @@ fn weighted_sum_columns(level: Level, p: &[f32], v: Columns<'_>, hd: usize, out:
         );
         let acts: [&[u8]; 2] = [bytemuck::cast_slice(&w.hi), bytemuck::cast_slice(&w.lo)];
         let sums: [&[i32]; 2] = [&w.hi_sums, &w.lo_sums];
-        let mut o = [0f32; 2 * q4_0x8::ROWS];
-        for (g, out8) in out.chunks_exact_mut(q4_0x8::ROWS).enumerate() {
-            let group = v.group(g, c0, c1);
-            q4_0x8::gemm_with(simd, (c1 - c0) * QK, group, &acts, &sums, &mut o);
+        let n = (c1 - c0) * QK;
+        let add = |out8: &mut [f32], o: &[f32; 2 * q4_0x8::ROWS]| {
             for (j, x) in out8.iter_mut().enumerate() {
                 *x += (o[2 * j] + o[2 * j + 1]) * w.unscale;
             }
+        };
+        // two groups of eight dimensions at a time: two runs of memory streamed at once
+        let (mut oa, mut ob) = ([0f32; 2 * q4_0x8::ROWS], [0f32; 2 * q4_0x8::ROWS]);
+        let mut pairs = out.chunks_exact_mut(2 * q4_0x8::ROWS);
+        for (i, out16) in (&mut pairs).enumerate() {
+            let groups = (v.group(2 * i, c0, c1), v.group(2 * i + 1, c0, c1));
+            q4_0x8::gemm2x2_with(simd, n, groups, acts, sums, &mut oa, &mut ob);
+            let (a, b) = out16.split_at_mut(q4_0x8::ROWS);
+            add(a, &oa);
+            add(b, &ob);
+        }
+        let rest = pairs.into_remainder();
+        if !rest.is_empty() {
+            let g = hd / q4_0x8::ROWS - 1;
+            q4_0x8::gemm_with(simd, n, v.group(g, c0, c1), &acts, &sums, &mut oa);
+            add(rest, &oa);
         }
     }
     let (first, tail) = v.tail();

@@ -443,14 +443,7 @@ mod tests {
             }
             let (a, b) = groups.split_at(gb);
             let acts = [case(&mut rng, n, extreme).1, case(&mut rng, n, extreme).1];
-            let sums: Vec<Vec<i32>> = acts
-                .iter()
-                .map(|a| {
-                    let mut s = Vec::new();
-                    block_sums(a, &mut s);
-                    s
-                })
-                .collect();
+            let sums = sums_of(&acts);
             let ar = [&acts[0][..], &acts[1][..]];
             let sr = [&sums[0][..], &sums[1][..]];
             for level in available_levels() {
@@ -478,6 +471,17 @@ mod tests {
         }
     }
 
+    /// [`block_sums`] of each activation row.
+    fn sums_of(acts: &[Vec<u8>]) -> Vec<Vec<i32>> {
+        acts.iter()
+            .map(|a| {
+                let mut s = Vec::new();
+                block_sums(a, &mut s);
+                s
+            })
+            .collect()
+    }
+
     #[test]
     fn gemm_tokens_are_independent() {
         let mut rng = Rng(5);
@@ -486,14 +490,7 @@ mod tests {
         let mut g = vec![0u8; group_bytes(n).unwrap()];
         assert!(pack(n, &rows, &mut g));
         let acts: Vec<Vec<u8>> = (0..6).map(|_| case(&mut rng, n, false).1).collect();
-        let sums: Vec<Vec<i32>> = acts
-            .iter()
-            .map(|a| {
-                let mut s = Vec::new();
-                block_sums(a, &mut s);
-                s
-            })
-            .collect();
+        let sums = sums_of(&acts);
         let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
         let sr: Vec<&[i32]> = sums.iter().map(|s| &s[..]).collect();
         for level in available_levels() {

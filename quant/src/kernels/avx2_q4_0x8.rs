@@ -13,6 +13,7 @@
 use super::avx2::{f16_at, load16, load32};
 use super::q4_0x8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
 use super::scalar::Q8_0_BYTES;
+use super::{prefetch_ahead, CACHE_PREFETCH_AHEAD};
 use std::arch::x86_64::*;
 
 /// The four activation bytes at `q[off..off + 4]` in every 32-bit lane.
@@ -73,7 +74,7 @@ pub unsafe fn gemv(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
 /// `out[8 · g..]`: one call for a run of groups (the attention's keys, four blocks a group at
 /// head size 128, where a call per group cost as much as the products). The two halves of
 /// the run go through [`gemv2`] side by side (two streams from memory), each group's lines
-/// asked for [`AHEAD`] bytes early.
+/// asked for [`CACHE_PREFETCH_AHEAD`] bytes early.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
@@ -98,8 +99,8 @@ pub unsafe fn gemv_groups(
         .zip(out_first.chunks_exact_mut(ROWS))
         .zip(out_second.chunks_exact_mut(ROWS))
     {
-        prefetch_ahead(a, group_bytes);
-        prefetch_ahead(b, group_bytes);
+        prefetch_ahead(a.as_ptr(), CACHE_PREFETCH_AHEAD, group_bytes);
+        prefetch_ahead(b.as_ptr(), CACHE_PREFETCH_AHEAD, group_bytes);
         // SAFETY: the caller's contract (AVX2, FMA, F16C); `a` and `b` have the same length.
         let [x, y] = unsafe { gemv2(a, b, act, sums) };
         oa.copy_from_slice(&x);
@@ -166,7 +167,7 @@ pub unsafe fn gemv2(a: &[u8], b: &[u8], act: &[u8], sums: &[i32]) -> [[f32; ROWS
 /// `out_a[2j + t]` = row `j` of `a` · `acts[t]`, `out_b` likewise, bit for bit `gemm`'s. The
 /// two groups are two streams in flight at once, as in [`gemv2`] (the attention's weighted
 /// sum over q4_0 values: eight dimensions to a group, each group its own run of memory), each
-/// block column's lines asked for [`AHEAD`] bytes early.
+/// block column's lines asked for [`CACHE_PREFETCH_AHEAD`] bytes early.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller; a short
@@ -188,8 +189,8 @@ pub unsafe fn gemm2x2(
         .enumerate()
     {
         let at = i * Q8_0_BYTES;
-        prefetch_ahead(ca, GROUP_BLOCK_BYTES);
-        prefetch_ahead(cb, GROUP_BLOCK_BYTES);
+        prefetch_ahead(ca.as_ptr(), CACHE_PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
+        prefetch_ahead(cb.as_ptr(), CACHE_PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
         let q = [
             &acts[0][at + 2..at + Q8_0_BYTES],
             &acts[1][at + 2..at + Q8_0_BYTES],
@@ -286,23 +287,5 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &
         for (j, v) in lanes(*a).into_iter().enumerate() {
             out[j * NT + t] = v;
         }
-    }
-}
-
-/// How far ahead, in bytes of each stream, the attention's kernels ([`gemv_groups`],
-/// [`gemm2x2`]) ask for the cache's lines: the KV cache lies in 4 KiB pages, at whose ends the
-/// hardware prefetchers stop, and its runs are short (one kv head's keys, one group of eight
-/// dimensions' values). Measured at depth 4096 and 16384 with a q4_0 cache, one thread
-/// (`examples/attention_speed`): ~15 % less time per token at 1–4 KiB, none at 0.
-const AHEAD: usize = 2048;
-
-/// Asks for the 64-byte lines of `bytes` bytes from `at` + [`AHEAD`] (a hint: it never
-/// faults, whatever the address).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn prefetch_ahead(at: &[u8], bytes: usize) {
-    let p = at.as_ptr().wrapping_add(AHEAD);
-    for l in (0..bytes).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(l).cast());
     }
 }

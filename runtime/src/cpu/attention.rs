@@ -653,22 +653,13 @@ mod avx2 {
     use half::f16;
     use xverse_quant::blocks::q8_0::BlockQ8_0;
 
-    /// How far ahead of the row in hand the row kernels (f32, f16 and q8_0 caches) ask for
-    /// the cache's lines. The cache lies in 4 KiB pages, where the hardware prefetchers stop.
-    /// Measured at depth 4096 (a scratch program switching the distance between tokens, 20
-    /// rounds, median ms per token): f16 cache 72.4 → 59.4 with 1 thread and 38.7 → 32.2 with
-    /// 2; q8_0 52.8 → 47.7 and 29.2 → 27.7 (README "Attention over the KV cache", session 13).
-    const AHEAD: usize = 2048;
-
-    /// Asks for the 64-byte lines of `bytes` bytes from `p` + [`AHEAD`] (a hint: it never
-    /// faults, whatever the address).
+    /// Asks for the cache's lines of `bytes` bytes from `p` +
+    /// [`kernels::CACHE_PREFETCH_AHEAD`](xverse_quant::kernels::CACHE_PREFETCH_AHEAD) (the
+    /// cache is in 4 KiB pages, where the hardware prefetchers stop).
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
     fn ahead<T>(p: *const T, bytes: usize) {
-        let p = p.cast::<u8>().wrapping_add(AHEAD);
-        for l in (0..bytes).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(l).cast());
-        }
+        use xverse_quant::kernels::{prefetch_ahead, CACHE_PREFETCH_AHEAD};
+        prefetch_ahead(p.cast(), CACHE_PREFETCH_AHEAD, bytes);
     }
 
     /// Sum of the 8 lanes.

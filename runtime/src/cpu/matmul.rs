@@ -405,18 +405,7 @@ const PREFETCH_BYTES: usize = 4096;
 /// Asks the CPU to start loading `bytes` into the cache (one hint per 64-byte line).
 #[inline]
 pub(super) fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch hint never faults and reads nothing architecturally; the address
-        // is inside `bytes`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    xverse_quant::kernels::prefetch_ahead(bytes.as_ptr(), 0, bytes.len());
 }
 
 /// `y[t * n_out + r] = yt[r * n_tokens + t]`.

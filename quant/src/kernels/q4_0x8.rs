@@ -173,14 +173,8 @@ pub fn gemm2x2_with(
         unsafe { super::avx2_q4_0x8::gemm2x2(a, b, acts, sums, out_a, out_b) };
         return;
     }
-    let _ = level;
-    for (group, out) in [(a, out_a), (b, out_b)] {
-        for t in 0..2 {
-            for (j, x) in gemv_scalar(group, acts[t], sums[t]).into_iter().enumerate() {
-                out[2 * j + t] = x;
-            }
-        }
-    }
+    gemm_with(level, n, a, &acts, &sums, out_a);
+    gemm_with(level, n, b, &acts, &sums, out_b);
 }
 
 /// This layout's parts of the shared entry points.

@@ -276,6 +276,7 @@ mod tests {
     use std::sync::Arc;
     use xverse_models::{tiny_gguf_bytes, TinySpec};
     use xverse_quant::gguf::Gguf;
+    use xverse_quant::kernels::packed;
     use xverse_quant::GgmlType;
 
     /// A thread count of 0 or above [`MAX_THREADS`] (a mistyped `-t`) is one clear error,
@@ -309,10 +310,11 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Repacking the Q4_0, Q4_K, Q6_K or Q8_0 matrices (eight-row groups plus a tail of rows:
-    /// vocab 515) changes the logits only by float rounding, for a prompt and for decode;
-    /// every other matrix (F16, BF16, Q5_K) is copied as it is and gives exactly the same
-    /// logits; the embedding table and the norms stay in the map.
+    /// Repacking the Q4_0, Q4_K or Q6_K matrices (eight-row groups plus a tail of rows: vocab
+    /// 515) changes the logits only by float rounding, for a prompt and for decode; Q8_0
+    /// matrices, whose rows go through a kernel in the packed order ([`packed::exact_rows`]),
+    /// give exactly the same logits repacked or not, and so does every other matrix (F16, BF16,
+    /// Q5_K), copied as it is; the embedding table and the norms stay in the map.
     #[test]
     fn repacked_weights_give_the_same_logits() {
         let specs = [
@@ -373,8 +375,14 @@ mod tests {
                 assert!(w.packed.is_none());
                 assert!(in_file(&w), "{ty}: {} stays", w.name);
             }
-            let exact = xverse_quant::kernels::packed::format(ty).is_none()
-                && xverse_quant::kernels::packed::format(packed.output().ty).is_none();
+            let same = |t| packed::format(t).is_none() || packed::exact_rows(t).is_some();
+            let exact = same(ty) && same(packed.output().ty);
+            // where the packed kernels run (AVX2), Q8_0 is exact
+            assert_eq!(
+                packed::exact_rows(GgmlType::Q8_0).is_some(),
+                packed::worthwhile(),
+                "{ty}"
+            );
             let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
             let (mut a, mut b) = (
                 Engine::new(&plain, cfg(32, CacheType::F32)).unwrap(),
@@ -383,13 +391,76 @@ mod tests {
             let (pa, pb) = (a.eval(&toks, true).unwrap(), b.eval(&toks, true).unwrap());
             let d = max_abs_diff(&pa, &pb);
             assert!(d < 1e-3, "{ty} prompt {d}");
-            assert!(!exact || pa == pb, "{ty}: copied as it is, prompt {d}");
+            assert!(!exact || pa == pb, "{ty}: exact, prompt {d}");
             for t in [7u32, 8, 9] {
                 let (da, db) = (a.eval(&[t], false).unwrap(), b.eval(&[t], false).unwrap());
                 let d = max_abs_diff(&da, &db);
                 assert!(d < 1e-3, "{ty} decode {d}");
-                assert!(!exact || da == db, "{ty}: copied as it is, decode {d}");
+                assert!(!exact || da == db, "{ty}: exact, decode {d}");
             }
+        }
+    }
+
+    /// Where Q8_0 rows go through the packed order ([`packed::exact_rows`]), a Q8_0 model's
+    /// matrices are repacked by the background thread, not before `repack_in_background`
+    /// returns; the first tokens, computed while it may still be at work, give the plain
+    /// model's logits bit for bit, and so do the tokens after it is done; the maps it made
+    /// hold what the synchronous repack makes. Elsewhere they are repacked before it returns.
+    #[test]
+    fn q8_0_repacked_in_the_background_gives_the_same_logits() {
+        let spec = TinySpec {
+            ty: GgmlType::Q8_0,
+            ffn: 192,
+            vocab: 515,
+            kv_heads: 2,
+            ..TinySpec::default()
+        };
+        let plain = model(&spec);
+        let mut sync = model(&spec);
+        let n = sync.repack();
+        let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
+        let mut a = Engine::new(&plain, cfg(32, CacheType::F32)).unwrap();
+        let want: Vec<Vec<f32>> = std::iter::once(a.eval(&toks, true).unwrap())
+            .chain([7u32, 8, 9].map(|t| a.eval(&[t], false).unwrap()))
+            .collect();
+        for round in 0..4 {
+            let mut bg = model(&spec);
+            assert_eq!(bg.repack_in_background(), n);
+            if packed::exact_rows(GgmlType::Q8_0).is_none() {
+                assert_eq!(bg.packed_bytes(), n, "repacked before it returns");
+                continue;
+            }
+            let mut b = Engine::new(&bg, cfg(32, CacheType::F32)).unwrap();
+            let got: Vec<Vec<f32>> = std::iter::once(b.eval(&toks, true).unwrap())
+                .chain([7u32, 8, 9].map(|t| b.eval(&[t], false).unwrap()))
+                .collect();
+            assert!(got == want, "round {round}: logits while repacking");
+            drop(b);
+            bg.wait_repacked();
+            assert_eq!(bg.packed_bytes(), n);
+            for l in 0..bg.n_layers() {
+                let (x, y) = (bg.layer(l), sync.layer(l));
+                for (w, v) in [
+                    (x.attn_q, y.attn_q),
+                    (x.ffn_up, y.ffn_up),
+                    (x.ffn_down, y.ffn_down),
+                ] {
+                    let p = w.packed.expect("repacked");
+                    assert_eq!(p, v.packed.unwrap(), "{}", w.name);
+                    assert_eq!(
+                        p.as_ptr() as usize % (2 << 20),
+                        0,
+                        "{}: own huge pages",
+                        w.name
+                    );
+                }
+            }
+            assert_eq!(bg.output().packed, sync.output().packed);
+            let mut c = Engine::new(&bg, cfg(32, CacheType::F32)).unwrap();
+            let after: Vec<Vec<f32>> = std::iter::once(c.eval(&toks, true).unwrap())
+                .chain([7u32, 8, 9].map(|t| c.eval(&[t], false).unwrap()))
+                .collect();
+            assert!(after == want, "round {round}: logits after repacking");
         }
     }
 

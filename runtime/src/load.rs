@@ -3,8 +3,9 @@
 //! The two take about as long as each other on a 100k-token vocabulary: the tokenizer is
 //! parsed from the file's `tokenizer.huggingface.json` by the `tokenizers` crate (~0.4 s for
 //! XVERSE's 100,534 tokens and 100k merges on the development machine, in Python's
-//! `tokenizers` too), and the model's matrices are repacked into fresh pages (0.2–1.3 s for
-//! the 1.3 GB bench-1b Q8_0 file, mostly the kernel zeroing pages). [`model_and_tokenizer`]
+//! `tokenizers` too), and the model's Q4_0, Q4_K and Q6_K matrices are repacked into fresh
+//! pages (0.2–1.3 s for a 1.3 GB file, mostly the kernel zeroing pages; Q8_0 ones, whose
+//! results do not depend on it, are repacked in the background). [`model_and_tokenizer`]
 //! builds the tokenizer on a thread of its own while the model is checked and repacked, so a
 //! start-up waits for the longer of the two rather than their sum (README, "Start-up").
 

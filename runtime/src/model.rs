@@ -147,10 +147,22 @@ struct Pages {
 
 impl Pages {
     fn new(len: usize) -> Option<Pages> {
-        let map = memmap2::MmapMut::map_anon(len.checked_add(HUGE_PAGE)?).ok()?;
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
+        let total = len.checked_add(HUGE_PAGE)?;
+        let map = memmap2::MmapMut::map_anon(total).ok()?;
         let start = map.as_ptr().align_offset(HUGE_PAGE).min(HUGE_PAGE);
+        // Huge pages for the whole 2 MiB pages of the data, small ones for the rest: a last
+        // huge page partly used would be resident whole (with a map per matrix, ~1 MiB
+        // wasted per matrix: +110 MB peak RSS for bench-1b Q8_0 repacked in the background).
+        #[cfg(target_os = "linux")]
+        {
+            let whole = len / HUGE_PAGE * HUGE_PAGE;
+            let _ = map.advise_range(memmap2::Advice::HugePage, start, whole);
+            let _ = map.advise_range(
+                memmap2::Advice::NoHugePage,
+                start + whole,
+                total - start - whole,
+            );
+        }
         Some(Pages { map, start, len })
     }
 
@@ -163,54 +175,109 @@ impl Pages {
     }
 }
 
-/// The matrices that [`Model::repack`] copies as they are (every matrix of a type without a
-/// [`packed`] layout), by tensor index, each set once its copy is complete. Shared with the
-/// thread that makes them.
+/// The matrices that [`Model::repack`] copies or repacks into maps of their own, by tensor
+/// index, each set once it is complete: the ones copied as they are (every matrix of a type
+/// without a [`packed`] layout) and the ones repacked whose rows give the same numbers
+/// repacked or not ([`packed::exact_rows`]: Q8_0). Shared with the thread that makes them.
 #[derive(Debug, Default)]
 struct Copies {
-    /// In the order they are copied (the forward pass's), with their bytes.
-    order: Vec<(Idx, usize)>,
-    slots: HashMap<Idx, OnceLock<Pages>>,
+    /// In the order they are made (the forward pass's).
+    order: Vec<Job>,
+    slots: HashMap<Idx, Slot>,
     /// Set when the model is dropped: the thread stops at the next MiB.
     stop: AtomicBool,
 }
 
+/// One matrix for [`Copies`] to make: `bytes` bytes of the map, from the tensor's first `src`
+/// bytes, copied as they are or repacked in groups of eight rows (`pack`: the layout, the row
+/// length and the bytes of eight rows).
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    idx: Idx,
+    bytes: usize,
+    src: usize,
+    pack: Option<(packed::Format, usize, usize)>,
+}
+
+/// Where a [`Job`]'s map is published.
+#[derive(Debug, Default)]
+struct Slot {
+    pages: OnceLock<Pages>,
+    /// The map holds the matrix repacked (else copied as it is).
+    packs: bool,
+}
+
 impl Copies {
-    /// Makes the copies in order, each from the file's bytes, publishes it and drops the
-    /// file's pages of it; on the current rayon pool when `parallel`, else on this thread
-    /// alone. Stops early when `stop` is set or a map cannot be made.
+    /// Makes the maps in order, each from the file's bytes, publishes it and drops the file's
+    /// pages of it; on the current rayon pool when `parallel`, else on this thread alone.
+    /// Stops early when `stop` is set or a map cannot be made.
     fn make(&self, gguf: &Gguf, parallel: bool) {
         const CHUNK: usize = 1 << 20;
-        for &(i, n) in &self.order {
-            let src = &gguf.view(&gguf.tensors()[i]).data[..n];
-            let Some(mut pages) = Pages::new(n) else {
+        let src_of = |job: &Job| &gguf.view(&gguf.tensors()[job.idx]).data[..job.src];
+        for (k, job) in self.order.iter().enumerate() {
+            // the previous map's file pages again: a token that took that matrix from the
+            // file just before the map was published may have read some back in
+            if let Some(prev) = k.checked_sub(1).map(|p| &self.order[p]) {
+                gguf.release_pages(src_of(prev));
+            }
+            let src = src_of(job);
+            let Some(mut pages) = Pages::new(job.bytes) else {
                 return;
             };
             let out = pages.bytes_mut();
-            if parallel {
-                out.par_chunks_mut(CHUNK)
-                    .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, d)| o.copy_from_slice(d));
-            } else {
-                for (o, d) in out.chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
-                    if self.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    o.copy_from_slice(d);
+            let stopped = || self.stop.load(Ordering::Relaxed);
+            let made = match (job.pack, parallel) {
+                (None, true) => {
+                    out.par_chunks_mut(CHUNK)
+                        .zip(src.par_chunks(CHUNK))
+                        .for_each(|(o, d)| o.copy_from_slice(d));
+                    true
                 }
+                (None, false) => out.chunks_mut(CHUNK).zip(src.chunks(CHUNK)).all(|(o, d)| {
+                    !stopped() && {
+                        o.copy_from_slice(d);
+                        true
+                    }
+                }),
+                (Some((f, n, rows)), _) => {
+                    let gb = job.bytes / (job.src / rows.max(1)).max(1);
+                    if parallel {
+                        out.par_chunks_mut(gb)
+                            .zip(src.par_chunks(rows))
+                            .all(|(g, r)| (f.pack)(n, r, g))
+                    } else {
+                        // about a MiB of groups between looks at `stop`
+                        let per = (CHUNK / rows.max(1)).max(1);
+                        out.chunks_mut(gb * per)
+                            .zip(src.chunks(rows * per))
+                            .all(|(gs, rs)| {
+                                !stopped()
+                                    && gs
+                                        .chunks_mut(gb)
+                                        .zip(rs.chunks(rows))
+                                        .all(|(g, r)| (f.pack)(n, r, g))
+                            })
+                    }
+                }
+            };
+            if !made {
+                return;
             }
-            if self.slots[&i].set(pages).is_ok() {
+            if self.slots[&job.idx].pages.set(pages).is_ok() {
                 gguf.release_pages(src);
             }
         }
+        if let Some(last) = self.order.last() {
+            gguf.release_pages(src_of(last));
+        }
     }
 
-    /// Bytes copied so far.
+    /// Bytes made so far.
     fn done(&self) -> usize {
         self.order
             .iter()
-            .filter(|(i, _)| self.slots[i].get().is_some())
-            .map(|(_, n)| n)
+            .filter(|j| self.slots[&j.idx].pages.get().is_some())
+            .map(|j| j.bytes)
             .sum()
     }
 }
@@ -267,16 +334,22 @@ impl Model {
     /// Returns the bytes copied (0 when called again). What would not fit in the memory this
     /// machine has available is not copied, the plain copies first: [`Model::repack_note`]
     /// says so. The embedding table is never copied (it is read one row at a time).
+    ///
+    /// Each matrix is used from the moment its map is complete, and its numbers do not depend
+    /// on whether it was: a copy holds the same bytes and goes through the same kernels, and a
+    /// type whose row kernel sums in its packed layout's order ([`packed::exact_rows`]: Q8_0)
+    /// gives the same bits from its rows in the file's layout as repacked.
     pub fn repack(&mut self) -> usize {
         self.repack_within(crate::kv_cache::memory_available(), false)
     }
 
-    /// [`Model::repack`], but the matrices copied as they are (F16, BF16, …) are copied by a
-    /// thread of its own after this returns, each used from the moment its copy is complete
-    /// (the repacked ones are done before this returns). The first tokens do not wait for a
-    /// copy, and their results do not depend on it: a copy holds the same bytes and goes
-    /// through the same kernels. Returns the bytes to copy. [`Model::wait_repacked`] waits
-    /// for the thread; dropping the model stops it.
+    /// [`Model::repack`], but the matrices copied as they are (F16, BF16, …) and the ones
+    /// repacked whose rows give the same numbers either way (Q8_0) are made by a thread of
+    /// its own after this returns, repackings first, each used from the moment it is
+    /// complete; only the others (Q4_0, Q4_K, Q6_K) are repacked before this returns. The
+    /// first tokens do not wait for the thread, and their results do not depend on it.
+    /// Returns the bytes to copy. [`Model::wait_repacked`] waits for the thread; dropping the
+    /// model stops it.
     pub fn repack_in_background(&mut self) -> usize {
         self.repack_within(crate::kv_cache::memory_available(), true)
     }
@@ -296,7 +369,8 @@ impl Model {
             return 0;
         }
         self.repacked = true;
-        let mut ids = vec![self.output];
+        // the forward pass's order: the layers, then the output
+        let mut ids = Vec::new();
         for l in &self.layers {
             ids.extend([
                 l.attn_q,
@@ -308,45 +382,73 @@ impl Model {
                 l.ffn_down,
             ]);
         }
-        // the repacked matrices (one map) and the plain copies, each tensor once
+        ids.push(self.output);
+        // the repacked matrices: into one map here (`at`), or each into a map of its own by
+        // `Copies` where their rows give the same numbers before (`packs`); the plain copies
+        // by `Copies`; each tensor once
         let mut at = HashMap::new();
-        let mut plain: Vec<(Idx, usize)> = Vec::new();
+        let mut packs: Vec<Job> = Vec::new();
+        let mut plain: Vec<Job> = Vec::new();
         let mut total = 0;
         for i in ids {
-            if at.contains_key(&i) || plain.iter().any(|&(j, _)| j == i) {
+            if at.contains_key(&i) || packs.iter().chain(&plain).any(|j| j.idx == i) {
                 continue;
             }
             let w = self.weight(i);
-            if let Some(n) = packed_len(&w) {
-                at.insert(i, total..total + n);
-                total += n;
+            if let (Some(n), Some(f)) = (packed_len(&w), packed::format(w.ty)) {
+                // The output matrix is repacked here even so: it is the largest (a sixth of
+                // bench-1b), and the first tokens read all of it from the file, so in the
+                // background its file pages and its new map would be resident together
+                // (peak RSS 1.49 GB against 1.15 for bench-1b Q8_0).
+                if packed::exact_rows(w.ty).is_some() && i != self.output {
+                    let rows = packed::ROWS * w.row_bytes;
+                    let src = w.n_rows / packed::ROWS * rows;
+                    let pack = Some((f, w.row_len, rows));
+                    packs.push(Job {
+                        idx: i,
+                        bytes: n,
+                        src,
+                        pack,
+                    });
+                } else {
+                    at.insert(i, total..total + n);
+                    total += n;
+                }
             } else if let Some(n) = w.n_rows.checked_mul(w.row_bytes) {
                 if n > 0 && w.data.len() >= n {
-                    plain.push((i, n));
+                    plain.push(Job {
+                        idx: i,
+                        bytes: n,
+                        src: n,
+                        pack: None,
+                    });
                 }
             }
         }
-        let plain_total: usize = plain.iter().map(|&(_, n)| n).sum();
+        let sum = |js: &[Job]| js.iter().map(|j| j.bytes).sum::<usize>();
+        let (packs_total, plain_total) = (sum(&packs), sum(&plain));
+        let repack_total = total + packs_total;
         // what does not fit is left in the map: the plain copies first (they gain the least)
         let fits = |n: usize| limit.is_none_or(|l| n as u64 <= l);
         let gib = |n: usize| n as f64 / GIB;
         let avail = limit.unwrap_or(0) as f64 / GIB;
-        if !fits(total + plain_total) && plain_total > 0 {
+        if !fits(repack_total + plain_total) && plain_total > 0 {
             self.repack_note = Some(format!(
                 "{:.2} GiB of weights left in the file's map: {:.2} GiB to copy in all, \
                  {avail:.2} GiB of memory available",
                 gib(plain_total),
-                gib(total + plain_total)
+                gib(repack_total + plain_total)
             ));
             plain.clear();
         }
-        if !fits(total) && total > 0 {
+        if !fits(repack_total) && repack_total > 0 {
             self.repack_note = Some(format!(
                 "weights left in the file's map: repacking them would take {:.2} GiB, and \
                  {avail:.2} GiB of memory is available",
-                gib(total)
+                gib(repack_total)
             ));
             at.clear();
+            packs.clear();
             total = 0;
         }
         if total > 0 {
@@ -372,13 +474,26 @@ impl Model {
             self.packed = Some(buf);
             self.packed_at = at;
         }
-        self.repack_bytes = total + plain_total;
-        if plain.is_empty() {
+        // the repackings whose results do not depend on them first: the sooner they are
+        // done, the sooner decode reads 2 MiB pages
+        let jobs: Vec<Job> = packs.into_iter().chain(plain).collect();
+        let later = sum(&jobs);
+        self.repack_bytes = total + later;
+        if jobs.is_empty() {
             return total;
         }
         let copies = Arc::new(Copies {
-            slots: plain.iter().map(|&(i, _)| (i, OnceLock::new())).collect(),
-            order: plain,
+            slots: jobs
+                .iter()
+                .map(|j| {
+                    let slot = Slot {
+                        pages: OnceLock::new(),
+                        packs: j.pack.is_some(),
+                    };
+                    (j.idx, slot)
+                })
+                .collect(),
+            order: jobs,
             stop: AtomicBool::new(false),
         });
         self.copies = Arc::clone(&copies);
@@ -399,7 +514,7 @@ impl Model {
         if !spawned {
             copies.make(&self.gguf, true);
         }
-        total + plain_total
+        total + later
     }
 
     /// The bytes [`Model::repack`] or [`Model::repack_in_background`] copies, made or still
@@ -541,7 +656,11 @@ impl Model {
             .as_ref()
             .zip(self.packed_at.get(&i))
             .map(|(p, r)| &p.bytes()[r.clone()]);
-        let copy = self.copies.slots.get(&i).and_then(OnceLock::get);
+        let (copy, packed) = match self.copies.slots.get(&i) {
+            Some(s) if s.packs => (None, s.pages.get().map(Pages::bytes)),
+            Some(s) => (s.pages.get(), packed),
+            None => (None, packed),
+        };
         let data = copy.map_or(view.data, Pages::bytes);
         Weight {
             name: &info.name,

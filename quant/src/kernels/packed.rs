@@ -22,6 +22,9 @@ pub type GemvFn = fn(usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);
 pub type Gemv2Fn = fn(usize, &[u8], &[u8], &[u8], &[i32], &mut [[f32; ROWS]; 2]);
 /// `gemm(n, group, acts, preps, out)`.
 pub type GemmFn = fn(usize, &[u8], &[&[u8]], &[&[i32]], &mut [f32]);
+/// `rows(n, rows, acts, out)`: `out[r · acts.len() + t]` = `rows[r]` (the file's layout) ·
+/// `acts[t]`, for any counts.
+pub type RowsFn = fn(usize, &[&[u8]], &[&[u8]], &mut [f32]);
 
 /// One packed layout: its sizes, its packer and its kernels (at [`simd_level`]).
 #[derive(Clone, Copy)]
@@ -35,6 +38,11 @@ pub struct Format {
     /// `gemv` of two groups in one pass (for decode: two streams from memory at once).
     pub gemv2: Gemv2Fn,
     pub gemm: GemmFn,
+    /// Rows in the file's layout by the sums of `gemv` and `gemm`, bit for bit what they give
+    /// for the same rows packed, where this layout has such a kernel (Q8_0,
+    /// [`q8_0x8::rows_gemm`]): a weight of such a type gives the same numbers before and after
+    /// its repacking, so the repacking need not be done before the first token.
+    pub rows: Option<RowsFn>,
 }
 
 impl std::fmt::Debug for Format {
@@ -53,6 +61,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q4_0x8::gemv,
             gemv2: q4_0x8::gemv2,
             gemm: q4_0x8::gemm,
+            rows: None,
         }),
         GgmlType::Q4K => Some(Format {
             group_bytes: q4_kx8::group_bytes,
@@ -61,6 +70,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q4_kx8::gemv,
             gemv2: q4_kx8::gemv2,
             gemm: q4_kx8::gemm,
+            rows: None,
         }),
         GgmlType::Q6K => Some(Format {
             group_bytes: q6_kx8::group_bytes,
@@ -69,6 +79,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q6_kx8::gemv,
             gemv2: q6_kx8::gemv2,
             gemm: q6_kx8::gemm,
+            rows: None,
         }),
         GgmlType::Q8_0 => Some(Format {
             group_bytes: q8_0x8::group_bytes,
@@ -77,6 +88,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q8_0x8::gemv,
             gemv2: q8_0x8::gemv2,
             gemm: q8_0x8::gemm,
+            rows: Some(q8_0x8::rows_gemm),
         }),
         _ => None,
     }
@@ -355,6 +367,19 @@ pub(super) fn gemm_with<L: Layout>(
 /// per-row kernels are as fast and repacking would only cost time at load).
 pub fn worthwhile() -> bool {
     simd_level() >= SimdLevel::Avx2
+}
+
+/// The row kernel of weight type `ty` in its packed layout's order ([`Format::rows`]) where the
+/// weights of that type are repacked ([`worthwhile`]): the runtime multiplies such a weight's
+/// rows in the file's layout by it, so its results do not depend on whether (or when) the
+/// weight was repacked. `None` elsewhere: there the per-row kernels of [`super::vec_dot`]
+/// serve, faster in cache.
+pub fn exact_rows(ty: GgmlType) -> Option<RowsFn> {
+    if worthwhile() {
+        format(ty)?.rows
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

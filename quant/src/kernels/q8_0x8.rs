@@ -167,6 +167,75 @@ fn gemv_scalar(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     sumf
 }
 
+/// Most weight rows one [`rows_gemm`] kernel call takes at once.
+pub const ROWS_TILE: usize = 4;
+
+/// `out[r · acts.len() + t]` = Q8_0 row `rows[r]` in the file's layout (`n` weights) ·
+/// activation row `acts[t]`, for any counts, at [`super::simd_level`], by the sums of
+/// [`gemv`] and [`gemm`]: bit for bit what they give for the same rows packed (and
+/// [`super::scalar::q8_0_q8_0`] of each pair), for activations without a −128 quant as
+/// [`super::quantize_activations`] writes them. So a weight's rows give the same numbers
+/// before its repacking is done as after, and the repacking can run while the first tokens
+/// are computed (the runtime's `Model::repack_in_background`).
+///
+/// [`super::vec_dot`]'s SIMD kernels keep eight partial sums per row and add them at the end,
+/// which rounds otherwise; in cache they are twice as fast as this one row at a time, so the
+/// attention's q8_0 cache keeps them. Four rows at a time, this one streams from memory at
+/// the packed kernel's rate (README "Start-up"). Zeros where a length is wrong.
+pub fn rows_gemm(n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    rows_gemm_with(super::simd_level(), n, rows, acts, out)
+}
+
+/// [`rows_gemm`] at the best level `<= level` this CPU runs.
+pub fn rows_gemm_with(
+    level: super::SimdLevel,
+    n: usize,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) {
+    let rb = n.is_multiple_of(QK).then_some(n / QK * Q8_0_BYTES);
+    let ok = rb.is_some()
+        && out.len() == rows.len() * acts.len()
+        && rows.iter().chain(acts).all(|r| Some(r.len()) == rb);
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let level = super::effective(level, super::hardware_level());
+    let nt = acts.len();
+    let mut buf = [0f32; ROWS_TILE * TILE_TOKENS];
+    for (rc, rs) in rows.chunks(ROWS_TILE).enumerate() {
+        for (tc, ts) in acts.chunks(TILE_TOKENS).enumerate() {
+            let k = ts.len();
+            let tile = &mut buf[..rs.len() * k];
+            rows_tile(level, rs, ts, tile);
+            for (r, vals) in tile.chunks_exact(k).enumerate() {
+                let o = (rc * ROWS_TILE + r) * nt + tc * TILE_TOKENS;
+                out[o..o + k].copy_from_slice(vals);
+            }
+        }
+    }
+}
+
+/// One tile of [`rows_gemm_with`] (lengths checked; at most [`ROWS_TILE`] × [`TILE_TOKENS`]).
+fn rows_tile(level: super::SimdLevel, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= super::SimdLevel::Avx2 {
+        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
+        // F16C; the caller checked every length.
+        unsafe { super::avx2_q8_0x8::rows_tile(rows, acts, out) };
+        return;
+    }
+    let _ = level;
+    let k = acts.len();
+    for (r, row) in rows.iter().enumerate() {
+        for (t, act) in acts.iter().enumerate() {
+            out[r * k + t] = super::scalar::q8_0_q8_0(row, act);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::Rng;
@@ -259,6 +328,22 @@ mod tests {
             gemv_with(level, n, &g, act, &pairs, &mut got);
             for (j, (&a, &b)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{what} {level:?} n {n} row {j}");
+            }
+            // the same rows in the file's layout, 1..=8 of them, with 1..=9 copies of the
+            // activation row: the same bits
+            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+            for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
+                let acts: Vec<&[u8]> = vec![act; nt];
+                let mut out = vec![f32::NAN; nr * nt];
+                rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
+                for (i, v) in out.iter().enumerate() {
+                    let j = i / nt;
+                    assert_eq!(
+                        v.to_bits(),
+                        want[j].to_bits(),
+                        "{what} {level:?} rows_gemm {nr}x{nt} row {j}"
+                    );
+                }
             }
             // gemm over 1..=9 copies of the activation row: every column equals gemv
             for nt in [1, 2, 3, 4, 5, 8, 9] {
@@ -375,6 +460,51 @@ mod tests {
         }
     }
 
+    /// Rows in the file's layout through [`rows_gemm_with`] against different activation rows
+    /// give, row by row and token by token, the packed group's [`gemm_with`], bit for bit, at
+    /// every level, and the table's entry is this function.
+    #[test]
+    fn rows_gemm_is_gemm_of_the_packed_rows() {
+        let mut rng = Rng(17);
+        for n in [64, 4096] {
+            let row_bytes = n / QK * Q8_0_BYTES;
+            let (rows, _) = case(&mut rng, n);
+            let mut g = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack(n, &rows, &mut g));
+            let acts: Vec<Vec<u8>> = (0..6).map(|_| case(&mut rng, n).1).collect();
+            let pairs: Vec<Vec<i32>> = acts.iter().map(|a| prep(a)).collect();
+            let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
+            let pr: Vec<&[i32]> = pairs.iter().map(|s| &s[..]).collect();
+            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+            for level in available_levels() {
+                let mut want = vec![0f32; ROWS * 6];
+                gemm_with(level, n, &g, &ar, &pr, &mut want);
+                let mut got = vec![f32::NAN; ROWS * 6];
+                rows_gemm_with(level, n, &rs, &ar, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{level:?} n {n}");
+                // rows 2..7 with tokens 1..6: the matching part of the same numbers
+                let mut part = vec![f32::NAN; 5 * 5];
+                rows_gemm_with(level, n, &rs[2..7], &ar[1..], &mut part);
+                for r in 0..5 {
+                    for t in 0..5 {
+                        assert_eq!(
+                            part[r * 5 + t].to_bits(),
+                            want[(r + 2) * 6 + t + 1].to_bits()
+                        );
+                    }
+                }
+            }
+            let f = super::super::packed::format(crate::GgmlType::Q8_0).unwrap();
+            let rows_fn = f.rows.expect("Q8_0 has row kernels in the packed order");
+            let mut t = vec![f32::NAN; ROWS * 6];
+            rows_fn(n, &rs, &ar, &mut t);
+            let mut want = vec![0f32; ROWS * 6];
+            rows_gemm(n, &rs, &ar, &mut want);
+            assert_eq!(t, want);
+        }
+    }
+
     #[test]
     fn wrong_lengths_give_zeros() {
         let n = 64;
@@ -402,6 +532,22 @@ mod tests {
         let mut o = vec![f32::NAN; ROWS * 2];
         gemm(n, &g, &[&act, &act], &[&p, &[0]], &mut o);
         assert!(o.iter().all(|&v| v == 0.0));
+        // rows in the file's layout: a short row, a short activation row, `n` not whole
+        // blocks, a wrong output length
+        let row = vec![1u8; 2 * Q8_0_BYTES];
+        for (rs, acts, nn, len) in [
+            (vec![&row[..], &row[1..]], vec![&act[..]], n, 2),
+            (vec![&row[..]], vec![&act[..], &act[..1]], n, 2),
+            (vec![&row[..]], vec![&act[..]], 48, 1),
+            (vec![&row[..]], vec![&act[..]], n, 2),
+        ] {
+            let mut o = vec![f32::NAN; len];
+            rows_gemm(nn, &rs, &acts, &mut o);
+            assert!(o.iter().all(|&v| v == 0.0));
+        }
+        let mut o = [f32::NAN; 1];
+        rows_gemm(n, &[&row], &[&act], &mut o);
+        assert_ne!(o, [0.0]);
         // and the right lengths give something else
         gemv(n, &g, &act, &p, &mut out);
         assert_ne!(out, [0.0; ROWS]);

@@ -66,10 +66,16 @@ pub fn round_activations(ty: GgmlType, x: &mut [f32], row_len: usize) -> Result<
 
 /// A dot-product kernel for one weight type: activations quantized once per row into
 /// `act_row_bytes`, dot products of raw weight rows with those blocks.
+///
+/// For a type whose packed layout has a row kernel in its own order
+/// ([`packed::exact_rows`]: Q8_0 where weights are repacked), the rows in the file's layout
+/// go through that kernel, so a weight gives the same numbers whether it has been repacked
+/// yet or not, and the repacking may finish while the first tokens are computed.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Kernel {
     ty: GgmlType,
     pub(super) act_row_bytes: usize,
+    pub(super) exact: Option<packed::RowsFn>,
 }
 
 impl Kernel {
@@ -83,7 +89,11 @@ impl Kernel {
             return None;
         }
         let act_row_bytes = act.bytes_for(n_in as u64)? as usize;
-        Some(Kernel { ty, act_row_bytes })
+        Some(Kernel {
+            ty,
+            act_row_bytes,
+            exact: packed::exact_rows(ty),
+        })
     }
 
     pub(super) fn quantize(&self, x: &[f32], out: &mut Vec<u8>) {
@@ -91,11 +101,21 @@ impl Kernel {
     }
 
     pub(super) fn dot(&self, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
-        fast::vec_dot(self.ty, n, w_row, act)
+        match self.exact {
+            Some(rows) => {
+                let mut out = [0f32];
+                rows(n, &[w_row], &[act], &mut out);
+                out[0]
+            }
+            None => fast::vec_dot(self.ty, n, w_row, act),
+        }
     }
 
-    fn tile(&self, n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-        fast::vec_dot_tile(self.ty, n, rows, acts, out)
+    pub(super) fn tile(&self, n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+        match self.exact {
+            Some(f) => f(n, rows, acts, out),
+            None => fast::vec_dot_tile(self.ty, n, rows, acts, out),
+        }
     }
 }
 

@@ -199,6 +199,18 @@ fn rows(
     let n_in = w.row_len;
     match plan {
         Plan::F32Act => each_row(w, first, out, |r| fast::vec_dot_f32_act(w.ty, n_in, r, x)),
+        Plan::Rows { k, act } if k.exact.is_some() => {
+            // four rows at a time, in the packed kernels' order (the kernel prefetches them)
+            let a = &acts[act].1;
+            for (c, o) in out.chunks_mut(ROWS_AT_ONCE).enumerate() {
+                let r0 = first + c * ROWS_AT_ONCE;
+                let mut rs: [&[u8]; ROWS_AT_ONCE] = [&[]; ROWS_AT_ONCE];
+                for (j, r) in rs[..o.len()].iter_mut().enumerate() {
+                    *r = w.row(r0 + j);
+                }
+                k.tile(n_in, &rs[..o.len()], &[a], o);
+            }
+        }
         Plan::Rows { k, act } => {
             let a = &acts[act].1;
             each_row(w, first, out, |r| k.dot(n_in, r, a));
@@ -249,6 +261,10 @@ fn rows(
         Plan::Reference => {}
     }
 }
+
+/// Rows of the file's layout one call of an exact row kernel ([`Kernel::exact`]) takes in
+/// decode: four streams at once, as the packed kernels' two groups are two.
+const ROWS_AT_ONCE: usize = 4;
 
 /// `out[j] = dot(row first + j)` for rows of the file's layout, with the rows some way ahead
 /// prefetched. (The packed groups are not: a task's groups are one contiguous run, which the

@@ -418,11 +418,14 @@ mod tests {
         let plain = model(&spec);
         let mut sync = model(&spec);
         let n = sync.repack();
-        let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
-        let mut a = Engine::new(&plain, cfg(32, CacheType::F32)).unwrap();
-        let want: Vec<Vec<f32>> = std::iter::once(a.eval(&toks, true).unwrap())
-            .chain([7u32, 8, 9].map(|t| a.eval(&[t], false).unwrap()))
-            .collect();
+        // a prompt, then three tokens of decode: the logits of each call
+        let run = |m: &Model| -> Vec<Vec<f32>> {
+            let mut e = Engine::new(m, cfg(32, CacheType::F32)).unwrap();
+            std::iter::once(e.eval(&[5, 77, 300, 2, 511, 42, 9, 1, 3], true).unwrap())
+                .chain([7u32, 8, 9].map(|t| e.eval(&[t], false).unwrap()))
+                .collect()
+        };
+        let want = run(&plain);
         for round in 0..4 {
             let mut bg = model(&spec);
             assert_eq!(bg.repack_in_background(), n);
@@ -430,12 +433,7 @@ mod tests {
                 assert_eq!(bg.packed_bytes(), n, "repacked before it returns");
                 continue;
             }
-            let mut b = Engine::new(&bg, cfg(32, CacheType::F32)).unwrap();
-            let got: Vec<Vec<f32>> = std::iter::once(b.eval(&toks, true).unwrap())
-                .chain([7u32, 8, 9].map(|t| b.eval(&[t], false).unwrap()))
-                .collect();
-            assert!(got == want, "round {round}: logits while repacking");
-            drop(b);
+            assert!(run(&bg) == want, "round {round}: logits while repacking");
             bg.wait_repacked();
             assert_eq!(bg.packed_bytes(), n);
             for l in 0..bg.n_layers() {
@@ -456,11 +454,7 @@ mod tests {
                 }
             }
             assert_eq!(bg.output().packed, sync.output().packed);
-            let mut c = Engine::new(&bg, cfg(32, CacheType::F32)).unwrap();
-            let after: Vec<Vec<f32>> = std::iter::once(c.eval(&toks, true).unwrap())
-                .chain([7u32, 8, 9].map(|t| c.eval(&[t], false).unwrap()))
-                .collect();
-            assert!(after == want, "round {round}: logits after repacking");
+            assert!(run(&bg) == want, "round {round}: logits after repacking");
         }
     }
 

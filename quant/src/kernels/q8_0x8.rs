@@ -432,15 +432,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gemm_tokens_are_independent() {
-        let mut rng = Rng(5);
-        let n = 512;
-        let (rows, _) = case(&mut rng, n);
+    /// Eight random rows of `n`, the group they pack into, and six random activation rows with
+    /// their (empty) preps.
+    #[allow(clippy::type_complexity)]
+    fn group_and_tokens(
+        rng: &mut Rng,
+        n: usize,
+    ) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Vec<Vec<i32>>) {
+        let (rows, _) = case(rng, n);
         let mut g = vec![0u8; group_bytes(n).unwrap()];
         assert!(pack(n, &rows, &mut g));
-        let acts: Vec<Vec<u8>> = (0..6).map(|_| case(&mut rng, n).1).collect();
-        let pairs: Vec<Vec<i32>> = acts.iter().map(|a| prep(a)).collect();
+        let acts: Vec<Vec<u8>> = (0..6).map(|_| case(rng, n).1).collect();
+        let pairs = acts.iter().map(|a| prep(a)).collect();
+        (rows, g, acts, pairs)
+    }
+
+    #[test]
+    fn gemm_tokens_are_independent() {
+        let n = 512;
+        let (_, g, acts, pairs) = group_and_tokens(&mut Rng(5), n);
         let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
         let pr: Vec<&[i32]> = pairs.iter().map(|s| &s[..]).collect();
         for level in available_levels() {
@@ -468,11 +478,7 @@ mod tests {
         let mut rng = Rng(17);
         for n in [64, 4096] {
             let row_bytes = n / QK * Q8_0_BYTES;
-            let (rows, _) = case(&mut rng, n);
-            let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack(n, &rows, &mut g));
-            let acts: Vec<Vec<u8>> = (0..6).map(|_| case(&mut rng, n).1).collect();
-            let pairs: Vec<Vec<i32>> = acts.iter().map(|a| prep(a)).collect();
+            let (rows, g, acts, pairs) = group_and_tokens(&mut rng, n);
             let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
             let pr: Vec<&[i32]> = pairs.iter().map(|s| &s[..]).collect();
             let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();

@@ -297,15 +297,17 @@ pub fn repack_by_default() -> bool {
 
 impl Model {
     /// Opens and checks the GGUF file at `path` (memory-mapped), then, where
-    /// [`repack_by_default`] says so, repacks its Q4_0, Q4_K, Q6_K and Q8_0 matrices and starts
-    /// copying the others into 2 MiB pages ([`Model::repack_in_background`]).
+    /// [`repack_by_default`] says so, repacks its Q4_0, Q4_K, Q6_K and Q8_0 matrices and copies
+    /// the others into 2 MiB pages, the copies and the layers' Q8_0 repacks on a thread of
+    /// their own ([`Model::repack_in_background`]).
     pub fn load(path: &Path) -> Result<Model, RuntimeError> {
         Model::load_with(path, repack_by_default())
     }
 
     /// [`Model::load`], repacking or not as `repack` says (`--no-repack`): where it does, the
-    /// Q4_0, Q4_K, Q6_K and Q8_0 matrices are repacked before this returns, and the other
-    /// matrices are copied by a thread of their own ([`Model::repack_in_background`]).
+    /// Q4_0, Q4_K and Q6_K matrices and the output's Q8_0 are repacked before this returns, the
+    /// layers' Q8_0 ones and the copies of the other matrices by a thread of their own
+    /// ([`Model::repack_in_background`]).
     pub fn load_with(path: &Path, repack: bool) -> Result<Model, RuntimeError> {
         Model::from_gguf_with(Arc::new(Gguf::open(path)?), repack)
     }
@@ -346,9 +348,9 @@ impl Model {
     /// [`Model::repack`], but the matrices copied as they are (F16, BF16, …) and the ones
     /// repacked whose rows give the same numbers either way (Q8_0) are made by a thread of
     /// its own after this returns, repackings first, each used from the moment it is
-    /// complete; only the others (Q4_0, Q4_K, Q6_K) are repacked before this returns. The
-    /// first tokens do not wait for the thread, and their results do not depend on it.
-    /// Returns the bytes to copy. [`Model::wait_repacked`] waits for the thread; dropping the
+    /// complete; only the others (Q4_0, Q4_K, Q6_K, and a Q8_0 output matrix: see
+    /// `repack_within`) are repacked before this returns. The first tokens do not wait for the
+    /// thread, and their results do not depend on it. Returns the bytes to copy. [`Model::wait_repacked`] waits for the thread; dropping the
     /// model stops it.
     pub fn repack_in_background(&mut self) -> usize {
         self.repack_within(crate::kv_cache::memory_available(), true)

@@ -239,25 +239,20 @@ impl Copies {
                         true
                     }
                 }),
-                (Some((f, n, rows)), _) => {
+                (Some((f, n, rows)), true) => pack_groups(f, n, src, rows, out),
+                (Some((f, n, rows)), false) => {
                     let gb = job.bytes / (job.src / rows.max(1)).max(1);
-                    if parallel {
-                        out.par_chunks_mut(gb)
-                            .zip(src.par_chunks(rows))
-                            .all(|(g, r)| (f.pack)(n, r, g))
-                    } else {
-                        // about a MiB of groups between looks at `stop`
-                        let per = (CHUNK / rows.max(1)).max(1);
-                        out.chunks_mut(gb * per)
-                            .zip(src.chunks(rows * per))
-                            .all(|(gs, rs)| {
-                                !stopped()
-                                    && gs
-                                        .chunks_mut(gb)
-                                        .zip(rs.chunks(rows))
-                                        .all(|(g, r)| (f.pack)(n, r, g))
-                            })
-                    }
+                    // about a MiB of groups between looks at `stop`
+                    let per = (CHUNK / rows.max(1)).max(1);
+                    out.chunks_mut(gb * per)
+                        .zip(src.chunks(rows * per))
+                        .all(|(gs, rs)| {
+                            !stopped()
+                                && gs
+                                    .chunks_mut(gb)
+                                    .zip(rs.chunks(rows))
+                                    .all(|(g, r)| (f.pack)(n, r, g))
+                        })
                 }
             };
             if !made {
@@ -739,9 +734,19 @@ fn repack_weight(w: &Weight<'_>, out: &mut [u8]) -> bool {
     }
     let groups = w.n_rows / packed::ROWS;
     let src = packed::ROWS * w.row_bytes;
-    out.par_chunks_mut(n / groups)
-        .zip(w.data[..groups * src].par_chunks(src))
-        .all(|(g, rows)| (format.pack)(w.row_len, rows, g))
+    pack_groups(format, w.row_len, &w.data[..groups * src], src, out)
+}
+
+/// Packs `src`, groups of eight rows of `n` weights (`rows` bytes each group), into `out`,
+/// groups in parallel on the current rayon pool; `false` when a length is wrong.
+fn pack_groups(format: packed::Format, n: usize, src: &[u8], rows: usize, out: &mut [u8]) -> bool {
+    let groups = src.len() / rows.max(1);
+    if groups == 0 || groups * rows != src.len() || !out.len().is_multiple_of(groups) {
+        return false;
+    }
+    out.par_chunks_mut(out.len() / groups)
+        .zip(src.par_chunks(rows))
+        .all(|(g, r)| (format.pack)(n, r, g))
 }
 
 /// Checks a tensor's shape (`expected`, ggml order; trailing dimensions of 1 are ignored, as

@@ -312,9 +312,11 @@ mod tests {
 
     /// Repacking the Q4_0, Q4_K or Q6_K matrices (eight-row groups plus a tail of rows: vocab
     /// 515) changes the logits only by float rounding, for a prompt and for decode; Q8_0
-    /// matrices, whose rows go through a kernel in the packed order ([`packed::exact_rows`]),
-    /// give exactly the same logits repacked or not, and so does every other matrix (F16, BF16,
-    /// Q5_K), copied as it is; the embedding table and the norms stay in the map.
+    /// matrices, whose rows go through a kernel in the packed order even where they are never
+    /// repacked ([`packed::rows_for`]), give exactly the same logits repacked or not, and so
+    /// does every other matrix (F16, BF16, Q5_K), copied as it is; the embedding table and the
+    /// norms stay in the map. (Q4_K's and Q6_K's rows take that kernel only where they are
+    /// repacked or will be: `repacked_in_the_background_gives_the_same_logits`.)
     #[test]
     fn repacked_weights_give_the_same_logits() {
         let specs = [
@@ -375,14 +377,16 @@ mod tests {
                 assert!(w.packed.is_none());
                 assert!(in_file(&w), "{ty}: {} stays", w.name);
             }
-            let same = |t| packed::format(t).is_none() || packed::exact_rows(t).is_some();
+            let same = |t| packed::format(t).is_none() || packed::rows_for(t, false).is_some();
             let exact = same(ty) && same(packed.output().ty);
-            // where the packed kernels run (AVX2), Q8_0 is exact
+            // where the packed kernels run (AVX2), Q8_0 is exact; Q4_0, Q4_K and Q6_K not
             assert_eq!(
-                packed::exact_rows(GgmlType::Q8_0).is_some(),
-                packed::worthwhile(),
-                "{ty}"
+                packed::rows_for(GgmlType::Q8_0, false).is_some(),
+                packed::worthwhile()
             );
+            for t in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K] {
+                assert!(packed::rows_for(t, false).is_none(), "{t}");
+            }
             let toks = [5u32, 77, 300, 2, 511, 42, 9, 1, 3];
             let (mut a, mut b) = (
                 Engine::new(&plain, cfg(32, CacheType::F32)).unwrap(),
@@ -401,22 +405,34 @@ mod tests {
         }
     }
 
-    /// Where Q8_0 rows go through the packed order ([`packed::exact_rows`]), a Q8_0 model's
-    /// matrices are repacked by the background thread, not before `repack_in_background`
-    /// returns; the first tokens, computed while it may still be at work, give the plain
-    /// model's logits bit for bit, and so do the tokens after it is done; the maps it made
-    /// hold what the synchronous repack makes. Elsewhere they are repacked before it returns.
+    /// Where Q8_0, Q4_K and Q6_K rows go through the packed order ([`packed::exact_rows`]),
+    /// the layers' matrices of such a model are repacked by the background thread, not before
+    /// `repack_in_background` returns; the first tokens, computed while it may still be at
+    /// work, give the logits of the model repacked before its first token bit for bit, and so
+    /// do the tokens after it is done; the maps it made hold what the synchronous repack
+    /// makes. Elsewhere they are repacked before it returns.
     #[test]
-    fn q8_0_repacked_in_the_background_gives_the_same_logits() {
-        let spec = TinySpec {
-            ty: GgmlType::Q8_0,
-            ffn: 192,
-            vocab: 515,
-            kv_heads: 2,
-            ..TinySpec::default()
-        };
-        let plain = model(&spec);
-        let mut sync = model(&spec);
+    fn repacked_in_the_background_gives_the_same_logits() {
+        for (ty, hidden, ffn) in [
+            (GgmlType::Q8_0, 64, 192),
+            (GgmlType::Q4K, 256, 512),
+            (GgmlType::Q6K, 256, 512),
+        ] {
+            background_repack_gives_the_same_logits(&TinySpec {
+                ty,
+                hidden,
+                ffn,
+                vocab: 515,
+                kv_heads: 2,
+                ..TinySpec::default()
+            });
+        }
+    }
+
+    /// The checks of [`repacked_in_the_background_gives_the_same_logits`] for one model.
+    fn background_repack_gives_the_same_logits(spec: &TinySpec) {
+        let ty = spec.ty;
+        let mut sync = model(spec);
         let n = sync.repack();
         // a prompt, then three tokens of decode: the logits of each call
         let run = |m: &Model| -> Vec<Vec<f32>> {
@@ -425,17 +441,31 @@ mod tests {
                 .chain([7u32, 8, 9].map(|t| e.eval(&[t], false).unwrap()))
                 .collect()
         };
-        let want = run(&plain);
+        let want = run(&sync);
         for round in 0..4 {
-            let mut bg = model(&spec);
-            assert_eq!(bg.repack_in_background(), n);
-            if packed::exact_rows(GgmlType::Q8_0).is_none() {
-                assert_eq!(bg.packed_bytes(), n, "repacked before it returns");
+            let mut bg = model(spec);
+            // the first round's tokens surely before any map is made; the others' wherever
+            // the thread is
+            bg.hold_copies(round == 0);
+            assert_eq!(bg.repack_in_background(), n, "{ty}");
+            if packed::exact_rows(ty).is_none() {
+                assert_eq!(bg.packed_bytes(), n, "{ty}: repacked before it returns");
                 continue;
             }
-            assert!(run(&bg) == want, "round {round}: logits while repacking");
+            if round == 0 {
+                // only the output matrix is repacked before it returns
+                let out = bg.output().packed.map_or(0, <[u8]>::len);
+                assert_eq!(bg.packed_bytes(), out, "{ty}");
+                let q = bg.layer(0).attn_q;
+                assert!(q.packed.is_none() && q.repacked, "{ty}: to be repacked");
+            }
+            assert!(
+                run(&bg) == want,
+                "{ty} round {round}: logits while repacking"
+            );
+            bg.hold_copies(false);
             bg.wait_repacked();
-            assert_eq!(bg.packed_bytes(), n);
+            assert_eq!(bg.packed_bytes(), n, "{ty}");
             for l in 0..bg.n_layers() {
                 let (x, y) = (bg.layer(l), sync.layer(l));
                 for (w, v) in [
@@ -453,8 +483,11 @@ mod tests {
                     );
                 }
             }
-            assert_eq!(bg.output().packed, sync.output().packed);
-            assert!(run(&bg) == want, "round {round}: logits after repacking");
+            assert_eq!(bg.output().packed, sync.output().packed, "{ty}");
+            assert!(
+                run(&bg) == want,
+                "{ty} round {round}: logits after repacking"
+            );
         }
     }
 

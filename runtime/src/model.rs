@@ -47,6 +47,11 @@ pub struct Weight<'a> {
     /// the CPU kernels ([`xverse_quant::kernels::packed`]; see [`Model::repack`]), when they
     /// were.
     pub packed: Option<&'a [u8]>,
+    /// Whether the weight is repacked, or will be by the background thread
+    /// ([`Model::repack_in_background`]): its rows in the file's layout then go through the
+    /// row kernel in the packed order ([`xverse_quant::kernels::packed::rows_for`]), so its
+    /// numbers do not depend on whether the repacking is done.
+    pub repacked: bool,
 }
 
 impl<'a> Weight<'a> {
@@ -130,6 +135,10 @@ pub struct Model {
     repack_bytes: usize,
     /// What [`Model::repack`] left in the file's map for want of memory, where it did.
     repack_note: Option<String>,
+    /// Tests: while set, the background thread waits before its first map, so the tokens
+    /// evaluated meanwhile surely take every matrix it makes from the file.
+    #[cfg(test)]
+    hold_copies: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Bytes of a transparent huge page (x86-64, and aarch64 with 4 KiB pages).
@@ -178,7 +187,8 @@ impl Pages {
 /// The matrices that [`Model::repack`] copies or repacks into maps of their own, by tensor
 /// index, each set once it is complete: the ones copied as they are (every matrix of a type
 /// without a [`packed`] layout) and the ones repacked whose rows give the same numbers
-/// repacked or not ([`packed::exact_rows`]: Q8_0). Shared with the thread that makes them.
+/// repacked or not ([`packed::exact_rows`]: Q8_0, Q4_K, Q6_K). Shared with the thread that
+/// makes them.
 #[derive(Debug, Default)]
 struct Copies {
     /// In the order they are made (the forward pass's).
@@ -186,6 +196,9 @@ struct Copies {
     slots: HashMap<Idx, Slot>,
     /// Set when the model is dropped: the thread stops at the next MiB.
     stop: AtomicBool,
+    /// [`Model::hold_copies`] (tests).
+    #[cfg(test)]
+    hold: Arc<AtomicBool>,
 }
 
 /// One matrix for [`Copies`] to make: `bytes` bytes of the map, from the tensor's first `src`
@@ -213,6 +226,10 @@ impl Copies {
     /// Stops early when `stop` is set or a map cannot be made.
     fn make(&self, gguf: &Gguf, parallel: bool) {
         const CHUNK: usize = 1 << 20;
+        #[cfg(test)]
+        while self.hold.load(Ordering::Acquire) && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let src_of = |job: &Job| &gguf.view(&gguf.tensors()[job.idx]).data[..job.src];
         for (k, job) in self.order.iter().enumerate() {
             // the previous map's file pages again: a token that took that matrix from the
@@ -334,19 +351,19 @@ impl Model {
     ///
     /// Each matrix is used from the moment its map is complete, and its numbers do not depend
     /// on whether it was: a copy holds the same bytes and goes through the same kernels, and a
-    /// type whose row kernel sums in its packed layout's order ([`packed::exact_rows`]: Q8_0)
-    /// gives the same bits from its rows in the file's layout as repacked.
+    /// type whose row kernel sums in its packed layout's order ([`packed::exact_rows`]: Q8_0,
+    /// Q4_K, Q6_K) gives the same bits from its rows in the file's layout as repacked.
     pub fn repack(&mut self) -> usize {
         self.repack_within(crate::kv_cache::memory_available(), false)
     }
 
     /// [`Model::repack`], but the matrices copied as they are (F16, BF16, …) and the ones
-    /// repacked whose rows give the same numbers either way (Q8_0) are made by a thread of
-    /// its own after this returns, repackings first, each used from the moment it is
-    /// complete; only the others (Q4_0, Q4_K, Q6_K, and a Q8_0 output matrix: see
-    /// `repack_within`) are repacked before this returns. The first tokens do not wait for the
-    /// thread, and their results do not depend on it. Returns the bytes to copy. [`Model::wait_repacked`] waits for the thread; dropping the
-    /// model stops it.
+    /// repacked whose rows give the same numbers either way (Q8_0, Q4_K, Q6_K) are made by a
+    /// thread of its own after this returns, repackings first, each used from the moment it
+    /// is complete; only the others (Q4_0, and an output matrix of those types: see
+    /// `repack_within`) are repacked before this returns. The first tokens do not wait for
+    /// the thread, and their results do not depend on it. Returns the bytes to copy.
+    /// [`Model::wait_repacked`] waits for the thread; dropping the model stops it.
     pub fn repack_in_background(&mut self) -> usize {
         self.repack_within(crate::kv_cache::memory_available(), true)
     }
@@ -492,6 +509,8 @@ impl Model {
                 .collect(),
             order: jobs,
             stop: AtomicBool::new(false),
+            #[cfg(test)]
+            hold: Arc::clone(&self.hold_copies),
         });
         self.copies = Arc::clone(&copies);
         let mut spawned = false;
@@ -611,7 +630,16 @@ impl Model {
             repacked: false,
             repack_bytes: 0,
             repack_note: None,
+            #[cfg(test)]
+            hold_copies: Arc::default(),
         })
+    }
+
+    /// Tests: while `hold` is set, the thread of [`Model::repack_in_background`] waits before
+    /// its first map (dropping the model still stops it).
+    #[cfg(test)]
+    pub(crate) fn hold_copies(&self, hold: bool) {
+        self.hold_copies.store(hold, Ordering::Release);
     }
 
     /// Bytes of the weights [`Model::repack`] has copied so far, repacked or as they are (0:
@@ -653,10 +681,10 @@ impl Model {
             .as_ref()
             .zip(self.packed_at.get(&i))
             .map(|(p, r)| &p.bytes()[r.clone()]);
-        let (copy, packed) = match self.copies.slots.get(&i) {
-            Some(s) if s.packs => (None, s.pages.get().map(Pages::bytes)),
-            Some(s) => (s.pages.get(), packed),
-            None => (None, packed),
+        let (copy, packed, repacked) = match self.copies.slots.get(&i) {
+            Some(s) if s.packs => (None, s.pages.get().map(Pages::bytes), true),
+            Some(s) => (s.pages.get(), packed, packed.is_some()),
+            None => (None, packed, packed.is_some()),
         };
         let data = copy.map_or(view.data, Pages::bytes);
         Weight {
@@ -667,6 +695,7 @@ impl Model {
             row_bytes: info.row_bytes() as usize,
             data,
             packed,
+            repacked,
         }
     }
 

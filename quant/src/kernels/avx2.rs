@@ -417,7 +417,7 @@ pub(super) fn q5_1_q8_1(x: &[u8], y: &[u8]) -> f32 {
 /// The Q4_K/Q5_K scales and mins unpacked: bytes 0..8 scales, 8..16 mins.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn k4_scales_mins(s: &[u8]) -> __m128i {
+pub(super) fn k4_scales_mins(s: &[u8]) -> __m128i {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;
@@ -433,7 +433,7 @@ fn k4_scales_mins(s: &[u8]) -> __m128i {
 /// A shuffle that broadcasts i16 lane `i` of a 128-bit half to all 16 lanes of a 256-bit vector.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bcast16(v: __m256i, i: usize) -> __m256i {
+pub(super) fn bcast16(v: __m256i, i: usize) -> __m256i {
     // bytes 2i, 2i + 1 repeated: one broadcast, no per-byte construction
     let m = _mm256_set1_epi16((((2 * i + 1) << 8) | (2 * i)) as i16);
     _mm256_shuffle_epi8(v, m)

@@ -10,10 +10,12 @@
 //! rows' mins with the activation's sub-block sums. Two fused multiply-adds per super-block
 //! apply `d · d_y` and `dmin · d_y` for the eight rows at once.
 
-use super::avx2::{load16, load32};
+use super::avx2::{bcast16, k4_scales_mins, load16, load32};
 use super::avx2_q4_0x8::{broadcast4, lanes};
+use super::avx2_q8_0x8::{row_sums, rows_by_counts, store_rows};
+use super::prefetch_ahead;
 use super::q4_kx8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
-use super::scalar::Q8_K_BYTES;
+use super::scalar::{Q4_K_BYTES, Q8_K_BYTES};
 use std::arch::x86_64::*;
 
 /// The f32 at `b[0..4]`.
@@ -195,4 +197,92 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: 
             out[j * NT + t] = v;
         }
     }
+}
+
+/// Up to four Q4_K rows in the file's layout (`rows`, whole super-blocks) × up to
+/// [`TILE_TOKENS`] Q8_K activation rows, `out[r · acts.len() + t]`, by the sums of [`gemv`]:
+/// per super-block, the exact integer `Σ_s sc_s · Σ u · q` of each row and token (the
+/// per-row kernel's products, the four rows reduced into lanes by
+/// [`super::avx2_q8_0x8::row_sums`]) and `Σ_s m_s · (bsum_2s + bsum_2s+1)`, then the same
+/// two fused multiply-adds as [`gemv`]'s `accumulate` in four lanes: bit for bit [`gemv`]'s
+/// results for the same rows packed. With each super-block of each row it asks for the same
+/// super-block of the row `rows.len()` rows on (the next call's, where the rows follow each
+/// other, as a weight's do).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller: every row and
+/// activation row the same whole number of super-blocks; other counts write zeros.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn rows_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    rows_by_counts!(rows_tile_n, rows, acts, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn rows_tile_n<const NR: usize, const NT: usize>(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    const { assert!(NR <= 4 && NT <= TILE_TOKENS) };
+    let nb = acts[0].len() / Q8_K_BYTES;
+    // the same super-block of the rows one tile further on
+    let ahead = NR * rows[0].len();
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm_setzero_ps(); NT];
+    for b in 0..nb {
+        let at = b * Q4_K_BYTES;
+        let mut blks: [&[u8]; 4] = [&[]; 4];
+        let (mut d, mut dmin) = ([0i16; 4], [0i16; 4]);
+        // per row: the eight scales as i16 in both halves, the eight mins as i16
+        let mut scales = [_mm256_setzero_si256(); 4];
+        let mut mins = [_mm_setzero_si128(); 4];
+        for r in 0..NR {
+            let blk = &rows[r][at..at + Q4_K_BYTES];
+            prefetch_ahead(blk.as_ptr(), ahead, Q4_K_BYTES);
+            d[r] = i16::from_le_bytes([blk[0], blk[1]]);
+            dmin[r] = i16::from_le_bytes([blk[2], blk[3]]);
+            let ms = _mm256_cvtepu8_epi16(k4_scales_mins(&blk[4..16]));
+            let sc = _mm256_castsi256_si128(ms);
+            scales[r] = _mm256_set_m128i(sc, sc);
+            mins[r] = _mm256_extracti128_si256::<1>(ms);
+            blks[r] = blk;
+        }
+        let d_rows = _mm_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], 0, 0, 0, 0));
+        let dmin_rows = _mm_cvtph_ps(_mm_setr_epi16(
+            dmin[0], dmin[1], dmin[2], dmin[3], 0, 0, 0, 0,
+        ));
+        for t in 0..NT {
+            let by = &acts[t][b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+            let qy = &by[4..];
+            // the sums over each sub-block of 32: the sixteen bsums added in pairs
+            let bs = load32(&by[4 + 256..]);
+            let pairs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let mut s = [_mm256_setzero_si256(); 4];
+            let mut m = [_mm_setzero_si128(); 4];
+            for r in 0..NR {
+                let qs = &blks[r][16..];
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let q4 = load32(&qs[32 * j..]);
+                    let lo = _mm256_and_si256(q4, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
+                    let pl = _mm256_maddubs_epi16(lo, load32(&qy[64 * j..]));
+                    let ph = _mm256_maddubs_epi16(hi, load32(&qy[64 * j + 32..]));
+                    let pl = _mm256_madd_epi16(bcast16(scales[r], 2 * j), pl);
+                    let ph = _mm256_madd_epi16(bcast16(scales[r], 2 * j + 1), ph);
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+                s[r] = sumi;
+                m[r] = _mm_madd_epi16(mins[r], pairs);
+            }
+            let isum = row_sums(&s);
+            let imin = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
+            // gemv's `accumulate`, lane for lane
+            let dy = _mm_set1_ps(f32_le(by));
+            let dd = _mm_mul_ps(d_rows, dy);
+            let dm = _mm_mul_ps(dmin_rows, dy);
+            acc[t] = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(isum), acc[t]);
+            acc[t] = _mm_fnmadd_ps(dm, _mm_cvtepi32_ps(imin), acc[t]);
+        }
+    }
+    store_rows::<NR, NT>(&acc, out);
 }

@@ -14,8 +14,10 @@
 
 use super::avx2::{load16, load32};
 use super::avx2_q4_0x8::{broadcast4, lanes};
+use super::avx2_q8_0x8::{row_sums, rows_by_counts, store_rows};
+use super::prefetch_ahead;
 use super::q6_kx8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
-use super::scalar::{f32_at, Q8_K_BYTES};
+use super::scalar::{f32_at, Q6_K_BYTES, Q8_K_BYTES};
 use std::arch::x86_64::*;
 
 /// Offset of the scale pairs in a column.
@@ -244,4 +246,95 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], pairs: &[&[i32]], out: 
             out[j * NT + t] = v;
         }
     }
+}
+
+/// Up to four Q6_K rows in the file's layout (`rows`, whole super-blocks) × up to
+/// [`TILE_TOKENS`] Q8_K activation rows, `out[r · acts.len() + t]`, by the sums of [`gemv`]:
+/// per super-block, the exact integer `Σ_s sc_s · Σ u · q − 32 · Σ_s sc_s · bsum_s` of each
+/// row and token (the four rows reduced into lanes by [`super::avx2_q8_0x8::row_sums`]), then
+/// [`gemv`]'s fused multiply-add in four lanes: bit for bit [`gemv`]'s results for the same
+/// rows packed. With each super-block of each row it asks for the same super-block of the row
+/// `rows.len()` rows on (the next call's, where the rows follow each other, as a weight's do).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. (Lengths are checked by the caller: every row and
+/// activation row the same whole number of super-blocks; other counts write zeros.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn rows_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    rows_by_counts!(rows_tile_n, rows, acts, out)
+}
+
+/// The sub-block scales of one row's super-block (16 signed bytes) for its quant vector `p`
+/// (elements `32p .. 32p + 32`): sub-block `2p`'s scale in i16 lanes 0..8, `2p + 1`'s in
+/// lanes 8..16.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_scales(sc: __m128i, p: usize) -> __m256i {
+    let (a, b) = (2 * p as i64, 2 * p as i64 + 1);
+    let idx = _mm_set_epi64x(b * 0x0101_0101_0101_0101, a * 0x0101_0101_0101_0101);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, idx))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn rows_tile_n<const NR: usize, const NT: usize>(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    const { assert!(NR <= 4 && NT <= TILE_TOKENS) };
+    let nb = acts[0].len() / Q8_K_BYTES;
+    // the same super-block of the rows one tile further on
+    let ahead = NR * rows[0].len();
+    let (m4, m3) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
+    let mut acc = [_mm_setzero_ps(); NT];
+    for b in 0..nb {
+        let at = b * Q6_K_BYTES;
+        let mut blks: [&[u8]; 4] = [&[]; 4];
+        let mut d = [0i16; 4];
+        for r in 0..NR {
+            let blk = &rows[r][at..at + Q6_K_BYTES];
+            prefetch_ahead(blk.as_ptr(), ahead, Q6_K_BYTES);
+            d[r] = i16::from_le_bytes([blk[208], blk[209]]);
+            blks[r] = blk;
+        }
+        let d_rows = _mm_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], 0, 0, 0, 0));
+        for t in 0..NT {
+            let by = &acts[t][b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+            let qy = &by[4..];
+            let bsums = load32(&by[4 + 256..]);
+            let mut s = [_mm256_setzero_si256(); 4];
+            for r in 0..NR {
+                let blk = blks[r];
+                let sc8 = load16(&blk[192..]);
+                let mut sumi = _mm256_setzero_si256();
+                for half in 0..2 {
+                    let ql0 = load32(&blk[64 * half..]);
+                    let ql1 = load32(&blk[64 * half + 32..]);
+                    let qh = load32(&blk[128 + 32 * half..]);
+                    let top = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, m3), 4);
+                    let u = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, m4), top(qh)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), top(_mm256_srli_epi16(qh, 2))),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                            top(_mm256_srli_epi16(qh, 4)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                            top(_mm256_srli_epi16(qh, 6)),
+                        ),
+                    ];
+                    for (i, &ui) in u.iter().enumerate() {
+                        let p = _mm256_maddubs_epi16(ui, load32(&qy[128 * half + 32 * i..]));
+                        let p = _mm256_madd_epi16(row_scales(sc8, 4 * half + i), p);
+                        sumi = _mm256_add_epi32(sumi, p);
+                    }
+                }
+                // the −32 offset: 32 · Σ_s sc_s · bsum_s
+                let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bsums);
+                s[r] = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+            }
+            let isum = row_sums(&s);
+            // gemv's `accumulate`, lane for lane
+            let dd = _mm_mul_ps(d_rows, _mm_set1_ps(f32_at(by, 0)));
+            acc[t] = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(isum), acc[t]);
+        }
+    }
+    store_rows::<NR, NT>(&acc, out);
 }

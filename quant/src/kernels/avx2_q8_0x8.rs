@@ -149,6 +149,32 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     }
 }
 
+/// `$f::<NR, NT>(rows, acts, out)` for the counts of `rows` (1..=4) and `acts` (1..=4);
+/// zeros for other counts.
+macro_rules! rows_by_counts {
+    ($f:ident, $rows:expr, $acts:expr, $out:expr) => {{
+        macro_rules! by_tokens {
+            ($nr:literal) => {
+                match $acts.len() {
+                    1 => $f::<$nr, 1>($rows, $acts, $out),
+                    2 => $f::<$nr, 2>($rows, $acts, $out),
+                    3 => $f::<$nr, 3>($rows, $acts, $out),
+                    4 => $f::<$nr, 4>($rows, $acts, $out),
+                    _ => $out.fill(0.0),
+                }
+            };
+        }
+        match $rows.len() {
+            1 => by_tokens!(1),
+            2 => by_tokens!(2),
+            3 => by_tokens!(3),
+            4 => by_tokens!(4),
+            _ => $out.fill(0.0),
+        }
+    }};
+}
+pub(super) use rows_by_counts;
+
 /// Up to four Q8_0 rows in the file's layout (`rows`, whole blocks) × up to
 /// [`TILE_TOKENS`] activation rows (no quant −128), `out[r · acts.len() + t]`, by the sums of
 /// [`gemv`]: per block, the exact integer sum of each row and token (the four rows' sums
@@ -166,24 +192,7 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], out: &mut [f32]) {
 /// activation row the same whole number of blocks; other counts write zeros.)
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-    macro_rules! by_tokens {
-        ($nr:literal) => {
-            match acts.len() {
-                1 => rows_tile_n::<$nr, 1>(rows, acts, out),
-                2 => rows_tile_n::<$nr, 2>(rows, acts, out),
-                3 => rows_tile_n::<$nr, 3>(rows, acts, out),
-                4 => rows_tile_n::<$nr, 4>(rows, acts, out),
-                _ => out.fill(0.0),
-            }
-        };
-    }
-    match rows.len() {
-        1 => by_tokens!(1),
-        2 => by_tokens!(2),
-        3 => by_tokens!(3),
-        4 => by_tokens!(4),
-        _ => out.fill(0.0),
-    }
+    rows_by_counts!(rows_tile_n, rows, acts, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -214,14 +223,29 @@ fn rows_tile_n<const NR: usize, const NT: usize>(rows: &[&[u8]], acts: &[&[u8]],
             for r in 0..NR {
                 s[r] = products(aw[r], w[r], a);
             }
-            // lane r of the low half: row r's first four lanes summed; of the high half,
-            // its last four
-            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
-            let isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+            let isum = row_sums(&s);
             let d = _mm_mul_ps(d_rows, _mm_set1_ps(f16_at(by, 0)));
             acc[t] = _mm_add_ps(acc[t], _mm_mul_ps(_mm_cvtepi32_ps(isum), d));
         }
     }
+    store_rows::<NR, NT>(&acc, out);
+}
+
+/// The sums of all eight lanes of each of four vectors, vector `r` in lane `r` (two `hadd`
+/// levels, then the halves added): exact, whatever the order.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn row_sums(s: &[__m256i; 4]) -> __m128i {
+    // lane r of the low half: vector r's first four lanes summed; of the high half, its last
+    // four
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// `out[r · NT + t]` = lane `r` of `acc[t]`, for the first `NR` lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn store_rows<const NR: usize, const NT: usize>(acc: &[__m128; NT], out: &mut [f32]) {
     for (t, a) in acc.iter().enumerate() {
         let mut v = [0f32; 4];
         // SAFETY: `v` holds four f32, the 16 bytes stored (unaligned store).

@@ -39,10 +39,19 @@ pub struct Format {
     pub gemv2: Gemv2Fn,
     pub gemm: GemmFn,
     /// Rows in the file's layout by the sums of `gemv` and `gemm`, bit for bit what they give
-    /// for the same rows packed, where this layout has such a kernel (Q8_0,
-    /// [`q8_0x8::rows_gemm`]): a weight of such a type gives the same numbers before and after
-    /// its repacking, so the repacking need not be done before the first token.
+    /// for the same rows packed, where this layout has such a kernel (Q8_0, Q4_K and Q6_K:
+    /// [`q8_0x8::rows_gemm`], [`q4_kx8::rows_gemm`], [`q6_kx8::rows_gemm`]; not Q4_0): a weight
+    /// of such a type gives the same numbers before and after its repacking, so the
+    /// repacking need not be done before the first token.
     pub rows: Option<RowsFn>,
+    /// Whether [`Format::rows`] is also the kernel to take for rows that stay in the file's
+    /// layout for good ([`rows_for`]): so for Q8_0 (decode from memory 1.2–1.7× the per-row
+    /// kernel of [`super::vec_dot`] with the next rows prefetched, on the Zen 3 machine, rows
+    /// of 2048 and 5632; prompts as fast as its tiles), not for Q4_K (decode 0.8–0.9× at 2048
+    /// columns, the width of most of bench-1b's matrices; the `rows_speed` example) nor Q6_K
+    /// (decode 1.0–1.4×, but bench-1b Q4_K_M's pp128 from the map 0.85–0.9× with its 4 × 4
+    /// tiles).
+    pub rows_for_plain: bool,
 }
 
 impl std::fmt::Debug for Format {
@@ -62,6 +71,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv2: q4_0x8::gemv2,
             gemm: q4_0x8::gemm,
             rows: None,
+            rows_for_plain: false,
         }),
         GgmlType::Q4K => Some(Format {
             group_bytes: q4_kx8::group_bytes,
@@ -70,7 +80,8 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q4_kx8::gemv,
             gemv2: q4_kx8::gemv2,
             gemm: q4_kx8::gemm,
-            rows: None,
+            rows: Some(q4_kx8::rows_gemm),
+            rows_for_plain: false,
         }),
         GgmlType::Q6K => Some(Format {
             group_bytes: q6_kx8::group_bytes,
@@ -79,7 +90,8 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv: q6_kx8::gemv,
             gemv2: q6_kx8::gemv2,
             gemm: q6_kx8::gemm,
-            rows: None,
+            rows: Some(q6_kx8::rows_gemm),
+            rows_for_plain: false,
         }),
         GgmlType::Q8_0 => Some(Format {
             group_bytes: q8_0x8::group_bytes,
@@ -89,6 +101,7 @@ pub fn format(ty: GgmlType) -> Option<Format> {
             gemv2: q8_0x8::gemv2,
             gemm: q8_0x8::gemm,
             rows: Some(q8_0x8::rows_gemm),
+            rows_for_plain: true,
         }),
         _ => None,
     }
@@ -157,6 +170,87 @@ pub(super) fn gather_row(block: usize, j: usize, group: &[u8], row: &mut [u8]) {
         blk[..2].copy_from_slice(&col[2 * j..2 * j + 2]);
         for m in 0..(block - 2) / 4 {
             blk[2 + 4 * m..][..4].copy_from_slice(&col[2 * ROWS + 32 * m + 4 * j..][..4]);
+        }
+    }
+}
+
+/// Most weight rows in the file's layout one call of a row kernel ([`Format::rows`]) takes
+/// at once (its AVX2 kernels: four rows × up to [`TILE_TOKENS`] activation rows).
+pub const ROWS_TILE: usize = 4;
+
+/// What a layout with a row kernel in its packed order ([`Format::rows`]) gives the entry
+/// point they share ([`rows_gemm_with`]): its block sizes, its scalar reference and its AVX2
+/// tile.
+pub(super) trait RowKernel {
+    /// Weights in one block.
+    const QK: usize;
+    /// Bytes of one block of a weight row.
+    const ROW_BLOCK: usize;
+    /// Bytes of one block of an activation row.
+    const ACT_BLOCK: usize;
+    /// One weight row · one activation row, as the scalar packed kernel computes it (lengths
+    /// checked).
+    fn scalar(row: &[u8], act: &[u8]) -> f32;
+    /// At most [`ROWS_TILE`] rows × [`TILE_TOKENS`] activation rows, `out[r · acts.len() +
+    /// t]`, bit for bit the packed AVX2 kernels' results (lengths checked).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]);
+}
+
+/// A layout's `rows_gemm_with`: `out[r · acts.len() + t]` = weight row `rows[r]` in the
+/// file's layout (`n` weights) · activation row `acts[t]`, for any counts, with the best
+/// kernel `<= level` this CPU runs, in tiles of at most [`ROWS_TILE`] × [`TILE_TOKENS`].
+/// Zeros where a length is wrong.
+pub(super) fn rows_gemm_with<K: RowKernel>(
+    level: SimdLevel,
+    n: usize,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) {
+    let nb = n.is_multiple_of(K::QK).then_some(n / K::QK);
+    let ok = nb.is_some_and(|nb| {
+        out.len() == rows.len() * acts.len()
+            && rows.iter().all(|r| r.len() == nb * K::ROW_BLOCK)
+            && acts.iter().all(|a| a.len() == nb * K::ACT_BLOCK)
+    });
+    if !ok {
+        out.fill(0.0);
+        return;
+    }
+    let level = effective(level, hardware_level());
+    let nt = acts.len();
+    let mut buf = [0f32; ROWS_TILE * TILE_TOKENS];
+    for (rc, rs) in rows.chunks(ROWS_TILE).enumerate() {
+        for (tc, ts) in acts.chunks(TILE_TOKENS).enumerate() {
+            let k = ts.len();
+            let tile = &mut buf[..rs.len() * k];
+            rows_tile::<K>(level, rs, ts, tile);
+            for (r, vals) in tile.chunks_exact(k).enumerate() {
+                let o = (rc * ROWS_TILE + r) * nt + tc * TILE_TOKENS;
+                out[o..o + k].copy_from_slice(vals);
+            }
+        }
+    }
+}
+
+/// One tile of [`rows_gemm_with`] (lengths checked; at most [`ROWS_TILE`] × [`TILE_TOKENS`]).
+fn rows_tile<K: RowKernel>(level: SimdLevel, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 {
+        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
+        // F16C; the caller checked every length and the counts.
+        unsafe { K::avx2_tile(rows, acts, out) };
+        return;
+    }
+    let _ = level;
+    let k = acts.len();
+    for (r, row) in rows.iter().enumerate() {
+        for (t, act) in acts.iter().enumerate() {
+            out[r * k + t] = K::scalar(row, act);
         }
     }
 }
@@ -382,6 +476,16 @@ pub fn exact_rows(ty: GgmlType) -> Option<RowsFn> {
     }
 }
 
+/// The row kernel for weight type `ty`'s rows in the file's layout: [`exact_rows`] where the
+/// weight is repacked or will be (`repacked`), so that its numbers do not depend on whether
+/// that is done; for a weight that stays in the file's layout, the same kernel only where it
+/// is also the faster one ([`Format::rows_for_plain`]). `None`: the per-row kernels of
+/// [`super::vec_dot`] serve.
+pub fn rows_for(ty: GgmlType, repacked: bool) -> Option<RowsFn> {
+    let f = exact_rows(ty)?;
+    (repacked || format(ty).is_some_and(|x| x.rows_for_plain)).then_some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +509,20 @@ mod tests {
         let f = format(GgmlType::Q8_0).unwrap();
         assert_eq!((f.group_bytes)(64), Some(2 * 8 * 34));
         assert!(format(GgmlType::Q5K).is_none() && format(GgmlType::Q4_1).is_none());
+        // row kernels in the packed order: where the packed kernels run, for Q8_0, Q4_K and
+        // Q6_K; for rows never repacked only Q8_0's
+        let on = worthwhile();
+        for (ty, exact, plain) in [
+            (GgmlType::Q4_0, false, false),
+            (GgmlType::Q4K, true, false),
+            (GgmlType::Q6K, true, false),
+            (GgmlType::Q8_0, true, true),
+            (GgmlType::Q5K, false, false),
+        ] {
+            assert_eq!(exact_rows(ty).is_some(), on && exact, "{ty}");
+            assert_eq!(rows_for(ty, true).is_some(), on && exact, "{ty}");
+            assert_eq!(rows_for(ty, false).is_some(), on && plain, "{ty}");
+        }
     }
 
     type GemvWith = fn(SimdLevel, usize, &[u8], &[u8], &[i32], &mut [f32; ROWS]);

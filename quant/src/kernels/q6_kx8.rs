@@ -282,6 +282,44 @@ fn gemv_scalar(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
     sumf
 }
 
+/// `out[r · acts.len() + t]` = Q6_K row `rows[r]` in the file's layout (`n` weights) · Q8_K
+/// activation row `acts[t]`, for any counts, at [`super::simd_level`], by the sums of
+/// [`gemv`] and [`gemm`]: bit for bit what they give for the same rows packed (at the scalar
+/// level [`super::scalar::q6_k_q8_k`] of each pair, which the scalar packed kernel equals). So a
+/// weight's rows give the same numbers before its repacking is done as after, and the
+/// repacking can run while the first tokens are computed (the runtime's
+/// `Model::repack_in_background`). Zeros where a length is wrong.
+pub fn rows_gemm(n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+    rows_gemm_with(super::simd_level(), n, rows, acts, out)
+}
+
+/// [`rows_gemm`] at the best level `<= level` this CPU runs.
+pub fn rows_gemm_with(
+    level: super::SimdLevel,
+    n: usize,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    out: &mut [f32],
+) {
+    packed::rows_gemm_with::<Q6Kx8>(level, n, rows, acts, out)
+}
+
+impl packed::RowKernel for Q6Kx8 {
+    const QK: usize = QK_K;
+    const ROW_BLOCK: usize = Q6_K_BYTES;
+    const ACT_BLOCK: usize = Q8_K_BYTES;
+
+    fn scalar(row: &[u8], act: &[u8]) -> f32 {
+        super::scalar::q6_k_q8_k(row, act)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths and counts checked.
+        unsafe { super::avx2_q6_kx8::rows_tile(rows, acts, out) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::Rng;
@@ -384,6 +422,22 @@ mod tests {
                     assert!(
                         (a - b).abs() <= tol,
                         "{what} {level:?} n {n} row {j}: {a} vs {b}"
+                    );
+                }
+            }
+            // the same rows in the file's layout, 1..=8 of them, with 1..=9 copies of the
+            // activation row: the same bits
+            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+            for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
+                let acts: Vec<&[u8]> = vec![act; nt];
+                let mut out = vec![f32::NAN; nr * nt];
+                rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
+                for (i, v) in out.iter().enumerate() {
+                    let j = i / nt;
+                    assert_eq!(
+                        v.to_bits(),
+                        got[j].to_bits(),
+                        "{what} {level:?} n {n} rows_gemm {nr}x{nt} row {j}"
                     );
                 }
             }
@@ -534,6 +588,42 @@ mod tests {
         }
     }
 
+    /// Rows in the file's layout through [`rows_gemm_with`] against different activation rows
+    /// give, row by row and token by token, the packed group's [`gemm_with`], bit for bit, at
+    /// every level, and the table's entry is this function.
+    #[test]
+    fn rows_gemm_is_gemm_of_the_packed_rows() {
+        let mut rng = Rng(19);
+        for (n, raw) in [(256, false), (1024, true), (4096, false)] {
+            let row_bytes = n / QK_K * Q6_K_BYTES;
+            let (rows, _) = case(&mut rng, n, raw);
+            let mut g = vec![0u8; group_bytes(n).unwrap()];
+            assert!(pack(n, &rows, &mut g));
+            let acts: Vec<Vec<u8>> = (0..6)
+                .map(|t| case(&mut rng, n, raw && t % 2 == 0).1)
+                .collect();
+            let pairs: Vec<Vec<i32>> = acts
+                .iter()
+                .map(|a| {
+                    let mut p = Vec::new();
+                    bsum_pairs(a, &mut p);
+                    p
+                })
+                .collect();
+            let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
+            let pr: Vec<&[i32]> = pairs.iter().map(|p| &p[..]).collect();
+            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+            super::super::tests::check_rows_gemm(
+                n,
+                &rs,
+                &ar,
+                |level, out| gemm_with(level, n, &g, &ar, &pr, out),
+                rows_gemm_with,
+                GgmlType::Q6K,
+            );
+        }
+    }
+
     #[test]
     fn wrong_lengths_give_zeros() {
         let n = 256;
@@ -569,6 +659,25 @@ mod tests {
             gemm_with(level, n, &g, &[&act, &act], &[&p8, &p8], &mut o);
             assert!(o.iter().all(|&v| v == 0.0));
         }
+        // rows in the file's layout: a short row, a short activation row, `n` not whole
+        // super-blocks or another length, a wrong output length
+        let row = vec![1u8; Q6_K_BYTES];
+        for (rs, acts, nn, len) in [
+            (vec![&row[..], &row[1..]], vec![&act[..]], n, 2),
+            (vec![&row[..]], vec![&act[..], &act[..1]], n, 2),
+            (vec![&row[..]], vec![&act[..]], 128, 1),
+            (vec![&row[..]], vec![&act[..]], 512, 1),
+            (vec![&row[..]], vec![&act[..]], n, 2),
+        ] {
+            for level in available_levels() {
+                let mut o = vec![f32::NAN; len];
+                rows_gemm_with(level, nn, &rs, &acts, &mut o);
+                assert!(o.iter().all(|&v| v == 0.0), "{level:?}");
+            }
+        }
+        let mut o = [f32::NAN; 1];
+        rows_gemm(n, &[&row], &[&act], &mut o);
+        assert!(o[0].is_finite(), "right lengths compute");
         let mut p = vec![9];
         bsum_pairs(&act[1..], &mut p);
         assert!(p.is_empty());

@@ -167,9 +167,6 @@ fn gemv_scalar(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     sumf
 }
 
-/// Most weight rows one [`rows_gemm`] kernel call takes at once.
-pub const ROWS_TILE: usize = 4;
-
 /// `out[r · acts.len() + t]` = Q8_0 row `rows[r]` in the file's layout (`n` weights) ·
 /// activation row `acts[t]`, for any counts, at [`super::simd_level`], by the sums of
 /// [`gemv`] and [`gemm`]: bit for bit what they give for the same rows packed (and
@@ -194,45 +191,22 @@ pub fn rows_gemm_with(
     acts: &[&[u8]],
     out: &mut [f32],
 ) {
-    let rb = n.is_multiple_of(QK).then_some(n / QK * Q8_0_BYTES);
-    let ok = rb.is_some()
-        && out.len() == rows.len() * acts.len()
-        && rows.iter().chain(acts).all(|r| Some(r.len()) == rb);
-    if !ok {
-        out.fill(0.0);
-        return;
-    }
-    let level = super::effective(level, super::hardware_level());
-    let nt = acts.len();
-    let mut buf = [0f32; ROWS_TILE * TILE_TOKENS];
-    for (rc, rs) in rows.chunks(ROWS_TILE).enumerate() {
-        for (tc, ts) in acts.chunks(TILE_TOKENS).enumerate() {
-            let k = ts.len();
-            let tile = &mut buf[..rs.len() * k];
-            rows_tile(level, rs, ts, tile);
-            for (r, vals) in tile.chunks_exact(k).enumerate() {
-                let o = (rc * ROWS_TILE + r) * nt + tc * TILE_TOKENS;
-                out[o..o + k].copy_from_slice(vals);
-            }
-        }
-    }
+    packed::rows_gemm_with::<Q8_0x8>(level, n, rows, acts, out)
 }
 
-/// One tile of [`rows_gemm_with`] (lengths checked; at most [`ROWS_TILE`] × [`TILE_TOKENS`]).
-fn rows_tile(level: super::SimdLevel, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= super::SimdLevel::Avx2 {
-        // SAFETY: `level` comes from `effective`, so `Avx2` or above means AVX2, FMA and
-        // F16C; the caller checked every length.
-        unsafe { super::avx2_q8_0x8::rows_tile(rows, acts, out) };
-        return;
+impl packed::RowKernel for Q8_0x8 {
+    const QK: usize = QK;
+    const ROW_BLOCK: usize = Q8_0_BYTES;
+    const ACT_BLOCK: usize = Q8_0_BYTES;
+
+    fn scalar(row: &[u8], act: &[u8]) -> f32 {
+        super::scalar::q8_0_q8_0(row, act)
     }
-    let _ = level;
-    let k = acts.len();
-    for (r, row) in rows.iter().enumerate() {
-        for (t, act) in acts.iter().enumerate() {
-            out[r * k + t] = super::scalar::q8_0_q8_0(row, act);
-        }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths and counts checked.
+        unsafe { super::avx2_q8_0x8::rows_tile(rows, acts, out) }
     }
 }
 
@@ -482,32 +456,14 @@ mod tests {
             let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
             let pr: Vec<&[i32]> = pairs.iter().map(|s| &s[..]).collect();
             let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
-            for level in available_levels() {
-                let mut want = vec![0f32; ROWS * 6];
-                gemm_with(level, n, &g, &ar, &pr, &mut want);
-                let mut got = vec![f32::NAN; ROWS * 6];
-                rows_gemm_with(level, n, &rs, &ar, &mut got);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{level:?} n {n}");
-                // rows 2..7 with tokens 1..6: the matching part of the same numbers
-                let mut part = vec![f32::NAN; 5 * 5];
-                rows_gemm_with(level, n, &rs[2..7], &ar[1..], &mut part);
-                for r in 0..5 {
-                    for t in 0..5 {
-                        assert_eq!(
-                            part[r * 5 + t].to_bits(),
-                            want[(r + 2) * 6 + t + 1].to_bits()
-                        );
-                    }
-                }
-            }
-            let f = super::super::packed::format(crate::GgmlType::Q8_0).unwrap();
-            let rows_fn = f.rows.expect("Q8_0 has row kernels in the packed order");
-            let mut t = vec![f32::NAN; ROWS * 6];
-            rows_fn(n, &rs, &ar, &mut t);
-            let mut want = vec![0f32; ROWS * 6];
-            rows_gemm(n, &rs, &ar, &mut want);
-            assert_eq!(t, want);
+            super::super::tests::check_rows_gemm(
+                n,
+                &rs,
+                &ar,
+                |level, out| gemm_with(level, n, &g, &ar, &pr, out),
+                rows_gemm_with,
+                crate::GgmlType::Q8_0,
+            );
         }
     }
 

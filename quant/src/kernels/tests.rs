@@ -27,6 +27,54 @@ impl Rng {
     }
 }
 
+/// A layout's `rows_gemm_with`.
+pub(super) type RowsGemmWith = fn(SimdLevel, usize, &[&[u8]], &[&[u8]], &mut [f32]);
+
+/// Checks a layout's row kernel (`rows_gemm_with`) on eight weight rows in the file's layout
+/// (`rows`, `n` weights each) and six different activation rows (`acts`) at every level this
+/// CPU runs: it gives `gemm(level, out)` (the packed group's `gemm_with` of the same rows and
+/// activation rows, `out[j · 6 + t]`) bit for bit; rows 2..7 with tokens 1..6 give the
+/// matching part of the same numbers; the table's `rows` entry for `ty` gives them at the
+/// default level.
+pub(super) fn check_rows_gemm(
+    n: usize,
+    rows: &[&[u8]],
+    acts: &[&[u8]],
+    gemm: impl Fn(SimdLevel, &mut [f32]),
+    rows_gemm_with: RowsGemmWith,
+    ty: GgmlType,
+) {
+    assert_eq!((rows.len(), acts.len()), (8, 6));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for level in available_levels() {
+        let mut want = vec![0f32; 8 * 6];
+        gemm(level, &mut want);
+        let mut got = vec![f32::NAN; 8 * 6];
+        rows_gemm_with(level, n, rows, acts, &mut got);
+        assert_eq!(bits(&got), bits(&want), "{ty} {level:?} n {n}");
+        let mut part = vec![f32::NAN; 5 * 5];
+        rows_gemm_with(level, n, &rows[2..7], &acts[1..], &mut part);
+        for r in 0..5 {
+            for t in 0..5 {
+                assert_eq!(
+                    part[r * 5 + t].to_bits(),
+                    want[(r + 2) * 6 + t + 1].to_bits(),
+                    "{ty} {level:?} n {n} row {} token {}",
+                    r + 2,
+                    t + 1
+                );
+            }
+        }
+        if level == simd_level() {
+            let f = packed::format(ty).expect("a packed layout");
+            let rows_fn = f.rows.expect("a row kernel in the packed order");
+            let mut t = vec![f32::NAN; 8 * 6];
+            rows_fn(n, rows, acts, &mut t);
+            assert_eq!(bits(&t), bits(&want), "{ty}: the table's rows");
+        }
+    }
+}
+
 const QUANT: [GgmlType; 10] = [
     GgmlType::Q8_0,
     GgmlType::Q4_0,

@@ -68,9 +68,11 @@ pub fn round_activations(ty: GgmlType, x: &mut [f32], row_len: usize) -> Result<
 /// `act_row_bytes`, dot products of raw weight rows with those blocks.
 ///
 /// For a type whose packed layout has a row kernel in its own order
-/// ([`packed::exact_rows`]: Q8_0 where weights are repacked), the rows in the file's layout
-/// go through that kernel, so a weight gives the same numbers whether it has been repacked
-/// yet or not, and the repacking may finish while the first tokens are computed.
+/// ([`packed::exact_rows`]: Q8_0, Q4_K and Q6_K where weights are repacked), the rows in the
+/// file's layout of a weight that is repacked, or will be, go through that kernel, so the
+/// weight gives the same numbers whether it has been repacked yet or not, and the repacking
+/// may finish while the first tokens are computed; a weight left in the file's layout takes
+/// the faster of that kernel and the per-row ones ([`packed::rows_for`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Kernel {
     ty: GgmlType,
@@ -83,7 +85,10 @@ impl Kernel {
     /// function of the reference path (same activation type: so not for F32/F16/BF16, whose
     /// activations stay f32 as in llama.cpp b2757's x86 path, while quant pairs them with
     /// f16/bf16 activations).
-    pub(super) fn for_type(ty: GgmlType, n_in: usize) -> Option<Kernel> {
+    ///
+    /// `repacked`: whether the weight is repacked or will be ([`Weight::repacked`]), which
+    /// chooses the kernel for its rows in the file's layout ([`packed::rows_for`]).
+    pub(super) fn for_type(ty: GgmlType, n_in: usize, repacked: bool) -> Option<Kernel> {
         let act = activation_type(ty)?;
         if !fast::supported(ty) || fast::vec_dot_type(ty) != act {
             return None;
@@ -92,7 +97,7 @@ impl Kernel {
         Some(Kernel {
             ty,
             act_row_bytes,
-            exact: packed::exact_rows(ty),
+            exact: packed::rows_for(ty, repacked),
         })
     }
 
@@ -182,7 +187,7 @@ pub fn matmul(
         });
         return Ok(());
     }
-    match Kernel::for_type(w.ty, n_in) {
+    match Kernel::for_type(w.ty, n_in, w.repacked) {
         Some(k) => {
             let act = quantize_rows(x, n_in, |row, out| k.quantize(row, out));
             check_act(w, &act, k.act_row_bytes * n_tokens)?;
@@ -506,6 +511,7 @@ pub(super) mod tests {
             row_bytes: ty.bytes_for(row_len as u64).unwrap() as usize,
             data,
             packed: None,
+            repacked: false,
         }
     }
 
@@ -624,6 +630,7 @@ pub(super) mod tests {
             }
             let packed_w = Weight {
                 packed: Some(&packed_bytes),
+                repacked: true,
                 ..plain
             };
             for n_tok in [1, 2, 9] {
@@ -653,6 +660,7 @@ pub(super) mod tests {
                     bad[row0_quant] ^= 0xff;
                     let bad_w = Weight {
                         packed: Some(&bad),
+                        repacked: true,
                         ..plain
                     };
                     let mut y = vec![0f32; n_tok * n_out];
@@ -663,6 +671,7 @@ pub(super) mod tests {
             // a packed copy of the wrong size is an error naming the tensor
             let short = Weight {
                 packed: Some(&packed_bytes[1..]),
+                repacked: true,
                 ..plain
             };
             let mut y = vec![0f32; n_out];

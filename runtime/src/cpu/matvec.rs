@@ -133,7 +133,7 @@ fn plan<'w>(
     if fast::supported_f32_act(w.ty) && w.ty.bytes_for(n_in as u64) == Some(w.row_bytes as u64) {
         return Ok(Plan::F32Act);
     }
-    let Some(k) = Kernel::for_type(w.ty, n_in) else {
+    let Some(k) = Kernel::for_type(w.ty, n_in, w.repacked) else {
         return Ok(Plan::Reference);
     };
     let act_ty = fast::vec_dot_type(w.ty);
@@ -342,6 +342,7 @@ mod tests {
             .zip(&data)
             .map(|(&(ty, n_out, _), (b, p))| Weight {
                 packed: p.as_deref(),
+                repacked: p.is_some(),
                 ..weight("w", ty, n_in, n_out, b)
             })
             .collect();

@@ -14,6 +14,10 @@
 
 use std::time::Instant;
 
+#[path = "support/stream.rs"]
+mod stream;
+use stream::stream;
+
 use xverse_quant::kernels::{self, packed};
 use xverse_quant::{blocks, GgmlType};
 
@@ -62,7 +66,7 @@ fn main() {
             for _ in 0..rounds {
                 for (v, b) in best.iter_mut().enumerate() {
                     let t = Instant::now();
-                    let sum = stream(&map, rb, threads, |task| {
+                    let sum = stream(&map, rb * ROWS_PER_TASK, threads, |task| {
                         let rs: Vec<&[u8]> = task.chunks_exact(rb).collect();
                         let mut s = 0f32;
                         if v == 0 {
@@ -94,26 +98,4 @@ fn main() {
             );
         }
     }
-}
-
-/// Runs `task` over every task of `map` (tasks of [`ROWS_PER_TASK`] rows of `rb` bytes),
-/// thread `t` of `threads` taking tasks `t, t + threads, …`; the sum of the results.
-fn stream(map: &[u8], rb: usize, threads: usize, task: impl Fn(&[u8]) -> f32 + Sync) -> f32 {
-    let tasks: Vec<&[u8]> = map.chunks_exact(rb * ROWS_PER_TASK).collect();
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (tasks, task) = (&tasks, &task);
-                sc.spawn(move || {
-                    tasks
-                        .iter()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|c| task(c))
-                        .sum::<f32>()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    })
 }

@@ -13,6 +13,10 @@
 
 use std::time::Instant;
 
+#[path = "support/stream.rs"]
+mod stream;
+use stream::stream;
+
 use xverse_quant::kernels::{self, packed};
 use xverse_quant::{blocks, GgmlType};
 
@@ -58,7 +62,7 @@ fn main() {
             for _ in 0..rounds {
                 for (v, b) in best.iter_mut().enumerate() {
                     let t = Instant::now();
-                    let sum = stream(&map, gb, threads, |task| {
+                    let sum = stream(&map, gb * GROUPS_PER_TASK, threads, |task| {
                         let mut s = 0f32;
                         if v == 0 {
                             let mut o = [0f32; 8];
@@ -89,26 +93,4 @@ fn main() {
             );
         }
     }
-}
-
-/// Runs `task` over every task of `map` (tasks of [`GROUPS_PER_TASK`] groups of `gb` bytes),
-/// thread `t` of `threads` taking tasks `t, t + threads, …`; the sum of the results.
-fn stream(map: &[u8], gb: usize, threads: usize, task: impl Fn(&[u8]) -> f32 + Sync) -> f32 {
-    let tasks: Vec<&[u8]> = map.chunks_exact(gb * GROUPS_PER_TASK).collect();
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (tasks, task) = (&tasks, &task);
-                sc.spawn(move || {
-                    tasks
-                        .iter()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|c| task(c))
-                        .sum::<f32>()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    })
 }

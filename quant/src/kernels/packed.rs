@@ -200,6 +200,37 @@ pub(super) trait RowKernel {
     unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]);
 }
 
+/// The row-kernel entry points of a layout's module, over its [`RowKernel`] `$l`:
+/// `rows_gemm` and `rows_gemm_with` ([`rows_gemm_with`] here, at the level [`simd_level`]
+/// gives or at a given one).
+macro_rules! rows_entry_points {
+    ($l:ty) => {
+        /// `out[r · acts.len() + t]` = weight row `rows[r]` in the file's layout (`n`
+        /// weights) · activation row `acts[t]`, for any counts, at [`super::simd_level`], by
+        /// the sums of [`gemv`] and [`gemm`]: bit for bit what they give for the same rows
+        /// packed (at the scalar level, the scalar reference of each pair, which the scalar
+        /// packed kernel equals). So a weight's rows give the same numbers before its
+        /// repacking is done as after, and the repacking can run while the first tokens are
+        /// computed (the runtime's `Model::repack_in_background`). Zeros where a length is
+        /// wrong.
+        pub fn rows_gemm(n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+            rows_gemm_with($crate::kernels::simd_level(), n, rows, acts, out)
+        }
+
+        /// [`rows_gemm`] at the best level `<= level` this CPU runs.
+        pub fn rows_gemm_with(
+            level: $crate::kernels::SimdLevel,
+            n: usize,
+            rows: &[&[u8]],
+            acts: &[&[u8]],
+            out: &mut [f32],
+        ) {
+            $crate::kernels::packed::rows_gemm_with::<$l>(level, n, rows, acts, out)
+        }
+    };
+}
+pub(super) use rows_entry_points;
+
 /// A layout's `rows_gemm_with`: `out[r · acts.len() + t]` = weight row `rows[r]` in the
 /// file's layout (`n` weights) · activation row `acts[t]`, for any counts, with the best
 /// kernel `<= level` this CPU runs, in tiles of at most [`ROWS_TILE`] × [`TILE_TOKENS`].

@@ -167,33 +167,14 @@ fn gemv_scalar(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     sumf
 }
 
-/// `out[r · acts.len() + t]` = Q8_0 row `rows[r]` in the file's layout (`n` weights) ·
-/// activation row `acts[t]`, for any counts, at [`super::simd_level`], by the sums of
-/// [`gemv`] and [`gemm`]: bit for bit what they give for the same rows packed (and
-/// [`super::scalar::q8_0_q8_0`] of each pair), for activations without a −128 quant as
-/// [`super::quantize_activations`] writes them. So a weight's rows give the same numbers
-/// before its repacking is done as after, and the repacking can run while the first tokens
-/// are computed (the runtime's `Model::repack_in_background`).
-///
+packed::rows_entry_points!(Q8_0x8);
+
+/// The row kernels assume activations without a −128 quant, as
+/// [`super::quantize_activations`] writes them (as the packed kernels do).
 /// [`super::vec_dot`]'s SIMD kernels keep eight partial sums per row and add them at the end,
 /// which rounds otherwise; in cache they are twice as fast as this one row at a time, so the
 /// attention's q8_0 cache keeps them. Four rows at a time, this one streams from memory at
-/// the packed kernel's rate (README "Start-up"). Zeros where a length is wrong.
-pub fn rows_gemm(n: usize, rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-    rows_gemm_with(super::simd_level(), n, rows, acts, out)
-}
-
-/// [`rows_gemm`] at the best level `<= level` this CPU runs.
-pub fn rows_gemm_with(
-    level: super::SimdLevel,
-    n: usize,
-    rows: &[&[u8]],
-    acts: &[&[u8]],
-    out: &mut [f32],
-) {
-    packed::rows_gemm_with::<Q8_0x8>(level, n, rows, acts, out)
-}
-
+/// the packed kernel's rate (README "Start-up").
 impl packed::RowKernel for Q8_0x8 {
     const QK: usize = QK;
     const ROW_BLOCK: usize = Q8_0_BYTES;
@@ -451,18 +432,14 @@ mod tests {
     fn rows_gemm_is_gemm_of_the_packed_rows() {
         let mut rng = Rng(17);
         for n in [64, 4096] {
-            let row_bytes = n / QK * Q8_0_BYTES;
-            let (rows, g, acts, pairs) = group_and_tokens(&mut rng, n);
-            let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
-            let pr: Vec<&[i32]> = pairs.iter().map(|s| &s[..]).collect();
-            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
+            let (rows, _, acts, _) = group_and_tokens(&mut rng, n);
             super::super::tests::check_rows_gemm(
-                n,
-                &rs,
-                &ar,
-                |level, out| gemm_with(level, n, &g, &ar, &pr, out),
-                rows_gemm_with,
                 crate::GgmlType::Q8_0,
+                n,
+                &rows,
+                &acts,
+                gemm_with,
+                rows_gemm_with,
             );
         }
     }
@@ -494,19 +471,9 @@ mod tests {
         let mut o = vec![f32::NAN; ROWS * 2];
         gemm(n, &g, &[&act, &act], &[&p, &[0]], &mut o);
         assert!(o.iter().all(|&v| v == 0.0));
-        // rows in the file's layout: a short row, a short activation row, `n` not whole
-        // blocks, a wrong output length
+        // rows in the file's layout
         let row = vec![1u8; 2 * Q8_0_BYTES];
-        for (rs, acts, nn, len) in [
-            (vec![&row[..], &row[1..]], vec![&act[..]], n, 2),
-            (vec![&row[..]], vec![&act[..], &act[..1]], n, 2),
-            (vec![&row[..]], vec![&act[..]], 48, 1),
-            (vec![&row[..]], vec![&act[..]], n, 2),
-        ] {
-            let mut o = vec![f32::NAN; len];
-            rows_gemm(nn, &rs, &acts, &mut o);
-            assert!(o.iter().all(|&v| v == 0.0));
-        }
+        super::super::tests::check_rows_wrong_lengths(n, &row, &act, rows_gemm_with);
         let mut o = [f32::NAN; 1];
         rows_gemm(n, &[&row], &[&act], &mut o);
         assert_ne!(o, [0.0]);

@@ -27,33 +27,49 @@ impl Rng {
     }
 }
 
+/// A layout's `gemm_with`.
+pub(super) type GemmWith = fn(SimdLevel, usize, &[u8], &[&[u8]], &[&[i32]], &mut [f32]);
 /// A layout's `rows_gemm_with`.
 pub(super) type RowsGemmWith = fn(SimdLevel, usize, &[&[u8]], &[&[u8]], &mut [f32]);
 
-/// Checks a layout's row kernel (`rows_gemm_with`) on eight weight rows in the file's layout
-/// (`rows`, `n` weights each) and six different activation rows (`acts`) at every level this
-/// CPU runs: it gives `gemm(level, out)` (the packed group's `gemm_with` of the same rows and
-/// activation rows, `out[j · 6 + t]`) bit for bit; rows 2..7 with tokens 1..6 give the
-/// matching part of the same numbers; the table's `rows` entry for `ty` gives them at the
-/// default level.
+/// Checks a layout's row kernel (`rows_gemm_with`) on eight weight rows of type `ty` in the
+/// file's layout (`rows`, one after another, `n` weights each) and six different activation
+/// rows (`acts`) at every level this CPU runs: it gives the packed group's `gemm_with` of the
+/// same rows and activation rows bit for bit; rows 2..7 with tokens 1..6 give the matching
+/// part of the same numbers; the table's `rows` entry for `ty` gives them at the default
+/// level.
 pub(super) fn check_rows_gemm(
-    n: usize,
-    rows: &[&[u8]],
-    acts: &[&[u8]],
-    gemm: impl Fn(SimdLevel, &mut [f32]),
-    rows_gemm_with: RowsGemmWith,
     ty: GgmlType,
+    n: usize,
+    rows: &[u8],
+    acts: &[Vec<u8>],
+    gemm_with: GemmWith,
+    rows_gemm_with: RowsGemmWith,
 ) {
-    assert_eq!((rows.len(), acts.len()), (8, 6));
+    assert_eq!(acts.len(), 6);
+    let f = packed::format(ty).expect("a packed layout");
+    let mut g = vec![0u8; (f.group_bytes)(n).expect("whole blocks")];
+    assert!((f.pack)(n, rows, &mut g), "{ty}: pack");
+    let preps: Vec<Vec<i32>> = acts
+        .iter()
+        .map(|a| {
+            let mut p = Vec::new();
+            (f.prep)(a, &mut p);
+            p
+        })
+        .collect();
+    let ar: Vec<&[u8]> = acts.iter().map(|a| &a[..]).collect();
+    let pr: Vec<&[i32]> = preps.iter().map(|p| &p[..]).collect();
+    let rs: Vec<&[u8]> = rows.chunks_exact(rows.len() / 8).collect();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for level in available_levels() {
         let mut want = vec![0f32; 8 * 6];
-        gemm(level, &mut want);
+        gemm_with(level, n, &g, &ar, &pr, &mut want);
         let mut got = vec![f32::NAN; 8 * 6];
-        rows_gemm_with(level, n, rows, acts, &mut got);
+        rows_gemm_with(level, n, &rs, &ar, &mut got);
         assert_eq!(bits(&got), bits(&want), "{ty} {level:?} n {n}");
         let mut part = vec![f32::NAN; 5 * 5];
-        rows_gemm_with(level, n, &rows[2..7], &acts[1..], &mut part);
+        rows_gemm_with(level, n, &rs[2..7], &ar[1..], &mut part);
         for r in 0..5 {
             for t in 0..5 {
                 assert_eq!(
@@ -66,12 +82,40 @@ pub(super) fn check_rows_gemm(
             }
         }
         if level == simd_level() {
-            let f = packed::format(ty).expect("a packed layout");
             let rows_fn = f.rows.expect("a row kernel in the packed order");
             let mut t = vec![f32::NAN; 8 * 6];
-            rows_fn(n, rows, acts, &mut t);
+            rows_fn(n, &rs, &ar, &mut t);
             assert_eq!(bits(&t), bits(&want), "{ty}: the table's rows");
         }
+    }
+}
+
+/// A layout's `rows_gemm_with` on bad lengths, at every level: a short row, a short
+/// activation row, `n` not whole blocks or another length, a wrong output length give zeros;
+/// `row` and `act` (one block each, `n` weights) give a finite number.
+pub(super) fn check_rows_wrong_lengths(
+    n: usize,
+    row: &[u8],
+    act: &[u8],
+    rows_gemm_with: RowsGemmWith,
+) {
+    for (rs, acts, nn, len) in [
+        (vec![row, &row[1..]], vec![act], n, 2),
+        (vec![row], vec![act, &act[..1]], n, 2),
+        (vec![row], vec![act], n / 2, 1),
+        (vec![row], vec![act], 2 * n, 1),
+        (vec![row], vec![act], n, 2),
+    ] {
+        for level in available_levels() {
+            let mut o = vec![f32::NAN; len];
+            rows_gemm_with(level, nn, &rs, &acts, &mut o);
+            assert!(o.iter().all(|&v| v == 0.0), "{level:?} n {nn}");
+        }
+    }
+    for level in available_levels() {
+        let mut o = [f32::NAN; 1];
+        rows_gemm_with(level, n, &[row], &[act], &mut o);
+        assert!(o[0].is_finite(), "{level:?}: right lengths compute");
     }
 }
 

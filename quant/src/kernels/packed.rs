@@ -200,11 +200,30 @@ pub(super) trait RowKernel {
     unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]);
 }
 
-/// The row-kernel entry points of a layout's module, over its [`RowKernel`] `$l`:
-/// `rows_gemm` and `rows_gemm_with` ([`rows_gemm_with`] here, at the level [`simd_level`]
-/// gives or at a given one).
-macro_rules! rows_entry_points {
-    ($l:ty) => {
+/// The row kernel of a layout's module: the [`RowKernel`] impl of its type `$l` (weights per
+/// block `$qk`, bytes of a weight block `$row` and of an activation block `$act`, the scalar
+/// reference `$scalar` of one row, the AVX2 tile `$avx2`) and the entry points `rows_gemm`
+/// and `rows_gemm_with` ([`rows_gemm_with`] here, at the level [`simd_level`] gives or at a
+/// given one).
+macro_rules! row_kernel {
+    ($l:ty, $qk:expr, $row:expr, $act:expr, $scalar:path, $avx2:path) => {
+        impl $crate::kernels::packed::RowKernel for $l {
+            const QK: usize = $qk;
+            const ROW_BLOCK: usize = $row;
+            const ACT_BLOCK: usize = $act;
+
+            fn scalar(row: &[u8], act: &[u8]) -> f32 {
+                $scalar(row, act)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
+                // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths and counts
+                // checked.
+                unsafe { $avx2(rows, acts, out) }
+            }
+        }
+
         /// `out[r · acts.len() + t]` = weight row `rows[r]` in the file's layout (`n`
         /// weights) · activation row `acts[t]`, for any counts, at [`super::simd_level`], by
         /// the sums of [`gemv`] and [`gemm`]: bit for bit what they give for the same rows
@@ -229,7 +248,7 @@ macro_rules! rows_entry_points {
         }
     };
 }
-pub(super) use rows_entry_points;
+pub(super) use row_kernel;
 
 /// A layout's `rows_gemm_with`: `out[r · acts.len() + t]` = weight row `rows[r]` in the
 /// file's layout (`n` weights) · activation row `acts[t]`, for any counts, with the best

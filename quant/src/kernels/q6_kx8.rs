@@ -282,23 +282,14 @@ fn gemv_scalar(group: &[u8], act: &[u8], pairs: &[i32]) -> [f32; ROWS] {
     sumf
 }
 
-packed::rows_entry_points!(Q6Kx8);
-
-impl packed::RowKernel for Q6Kx8 {
-    const QK: usize = QK_K;
-    const ROW_BLOCK: usize = Q6_K_BYTES;
-    const ACT_BLOCK: usize = Q8_K_BYTES;
-
-    fn scalar(row: &[u8], act: &[u8]) -> f32 {
-        super::scalar::q6_k_q8_k(row, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths and counts checked.
-        unsafe { super::avx2_q6_kx8::rows_tile(rows, acts, out) }
-    }
-}
+packed::row_kernel!(
+    Q6Kx8,
+    QK_K,
+    Q6_K_BYTES,
+    Q8_K_BYTES,
+    super::scalar::q6_k_q8_k,
+    super::avx2_q6_kx8::rows_tile
+);
 
 #[cfg(test)]
 mod tests {

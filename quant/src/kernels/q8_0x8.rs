@@ -167,29 +167,20 @@ fn gemv_scalar(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     sumf
 }
 
-packed::rows_entry_points!(Q8_0x8);
-
-/// The row kernels assume activations without a −128 quant, as
-/// [`super::quantize_activations`] writes them (as the packed kernels do).
-/// [`super::vec_dot`]'s SIMD kernels keep eight partial sums per row and add them at the end,
-/// which rounds otherwise; in cache they are twice as fast as this one row at a time, so the
-/// attention's q8_0 cache keeps them. Four rows at a time, this one streams from memory at
-/// the packed kernel's rate (README "Start-up").
-impl packed::RowKernel for Q8_0x8 {
-    const QK: usize = QK;
-    const ROW_BLOCK: usize = Q8_0_BYTES;
-    const ACT_BLOCK: usize = Q8_0_BYTES;
-
-    fn scalar(row: &[u8], act: &[u8]) -> f32 {
-        super::scalar::q8_0_q8_0(row, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2_tile(rows: &[&[u8]], acts: &[&[u8]], out: &mut [f32]) {
-        // SAFETY: the caller's contract: AVX2, FMA and F16C, lengths and counts checked.
-        unsafe { super::avx2_q8_0x8::rows_tile(rows, acts, out) }
-    }
-}
+// The row kernels assume activations without a −128 quant, as
+// `quantize_activations` writes them (as the packed kernels do).
+// `vec_dot`'s SIMD kernels keep eight partial sums per row and add them at the end,
+// which rounds otherwise; in cache they are twice as fast as this one row at a time, so the
+// attention's q8_0 cache keeps them. Four rows at a time, this one streams from memory at
+// the packed kernel's rate (README "Start-up").
+packed::row_kernel!(
+    Q8_0x8,
+    QK,
+    Q8_0_BYTES,
+    Q8_0_BYTES,
+    super::scalar::q8_0_q8_0,
+    super::avx2_q8_0x8::rows_tile
+);
 
 #[cfg(test)]
 mod tests {

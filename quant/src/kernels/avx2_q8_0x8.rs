@@ -17,6 +17,7 @@
 
 use super::avx2::{f16_at, load16, load32};
 use super::avx2_q4_0x8::{broadcast4, lanes};
+use super::avx2_transpose::{self as transpose, store32};
 use super::prefetch_ahead;
 use super::q8_0x8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
 use super::scalar::Q8_0_BYTES;
@@ -270,45 +271,14 @@ pub unsafe fn pack(row_bytes: usize, rows: &[u8], out: &mut [u8]) {
         let mut r = [_mm256_setzero_si256(); ROWS];
         for (j, rj) in r.iter_mut().enumerate() {
             let blk = &rows[j * row_bytes + b * Q8_0_BYTES..][..Q8_0_BYTES];
+            // the same place in the next group's rows, as the K-quant packers do: ~1.08x the
+            // speed from memory at 2048 columns (`pack_speed`)
+            prefetch_ahead(blk.as_ptr(), ROWS * row_bytes, Q8_0_BYTES);
             col[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
             *rj = load32(&blk[2..]);
         }
-        // pairs of rows: words 0,1 | 4,5 (lo) and 2,3 | 6,7 (hi) interleaved
-        let t: [__m256i; ROWS] = [
-            _mm256_unpacklo_epi32(r[0], r[1]),
-            _mm256_unpackhi_epi32(r[0], r[1]),
-            _mm256_unpacklo_epi32(r[2], r[3]),
-            _mm256_unpackhi_epi32(r[2], r[3]),
-            _mm256_unpacklo_epi32(r[4], r[5]),
-            _mm256_unpackhi_epi32(r[4], r[5]),
-            _mm256_unpacklo_epi32(r[6], r[7]),
-            _mm256_unpackhi_epi32(r[6], r[7]),
-        ];
-        // four rows: word w of rows 0..4 in the low half, word w + 4 in the high half
-        let u: [__m256i; ROWS] = [
-            _mm256_unpacklo_epi64(t[0], t[2]), // word 0 | 4, rows 0..4
-            _mm256_unpackhi_epi64(t[0], t[2]), // word 1 | 5
-            _mm256_unpacklo_epi64(t[1], t[3]), // word 2 | 6
-            _mm256_unpackhi_epi64(t[1], t[3]), // word 3 | 7
-            _mm256_unpacklo_epi64(t[4], t[6]), // the same, rows 4..8
-            _mm256_unpackhi_epi64(t[4], t[6]),
-            _mm256_unpacklo_epi64(t[5], t[7]),
-            _mm256_unpackhi_epi64(t[5], t[7]),
-        ];
-        for w in 0..4 {
-            let lo = _mm256_permute2x128_si256(u[w], u[w + 4], 0x20);
-            let hi = _mm256_permute2x128_si256(u[w], u[w + 4], 0x31);
-            store32(&mut col[2 * ROWS + 32 * w..], lo);
-            store32(&mut col[2 * ROWS + 32 * (w + 4)..], hi);
+        for (m, w) in transpose::words(r).into_iter().enumerate() {
+            store32(&mut col[2 * ROWS + 32 * m..], w);
         }
     }
-}
-
-/// Stores 32 bytes at the start of `b`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn store32(b: &mut [u8], v: __m256i) {
-    assert!(b.len() >= 32);
-    // SAFETY: `b` holds at least 32 bytes (checked above); unaligned store.
-    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
 }

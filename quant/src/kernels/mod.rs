@@ -35,6 +35,8 @@ pub mod avx2_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_tile_k;
 #[cfg(target_arch = "x86_64")]
+mod avx2_transpose;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_bf16;

@@ -41,6 +41,13 @@ pub fn group_bytes(n: usize) -> Option<usize> {
 /// Packs eight Q4_K rows of `n` weights (`rows`: one after another) into one group (`out`:
 /// [`group_bytes`]`(n)` bytes). `false` (and `out` left untouched) when a length is wrong.
 pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
+    pack_with(super::simd_level(), n, rows, out)
+}
+
+/// [`pack`] by the best code `<= level` this CPU runs: AVX2 transposes each super-block
+/// column in registers ([`super::avx2_q4_kx8::pack`]), the same bytes as the scalar loop
+/// (`pack_speed` example, README "Start-up").
+pub fn pack_with(level: super::SimdLevel, n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     let Some(gb) = group_bytes(n) else {
         return false;
     };
@@ -48,6 +55,14 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     if rows.len() != ROWS * row_bytes || out.len() != gb {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= super::SimdLevel::Avx2 {
+        // SAFETY: `effective` gives `Avx2` or above only when the CPU has AVX2; the lengths
+        // were checked above.
+        unsafe { super::avx2_q4_kx8::pack(row_bytes, rows, out) };
+        return true;
+    }
+    let _ = level;
     for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
         for (blk, col) in row
             .chunks_exact(Q4_K_BYTES)
@@ -322,6 +337,53 @@ mod tests {
                 .collect();
             let (gw, rw) = (gemm_with, rows_gemm_with);
             super::super::tests::check_rows_gemm(GgmlType::Q4K, n, &rows, &acts, gw, rw);
+        }
+    }
+
+    #[test]
+    fn every_level_packs_the_documented_bytes() {
+        let mut rng = Rng(29);
+        for n in [256, 512, 2048] {
+            let row_bytes = n / QK_K * Q4_K_BYTES;
+            // any bytes are rows to the packer; quantized rows too
+            let random: Vec<u8> = (0..ROWS * row_bytes).map(|_| rng.byte()).collect();
+            let (quantized, _) = case(&mut rng, n, false);
+            for rows in [random, quantized] {
+                let mut reference = vec![0u8; group_bytes(n).unwrap()];
+                assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut reference));
+                // the layout of the module's docs
+                for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
+                    for (blk, col) in row
+                        .chunks_exact(Q4_K_BYTES)
+                        .zip(reference.chunks_exact(GROUP_BLOCK_BYTES))
+                    {
+                        assert_eq!(col[2 * j..2 * j + 2], blk[0..2]);
+                        assert_eq!(col[16 + 2 * j..16 + 2 * j + 2], blk[2..4]);
+                        let (sc, m) = k4_scales(blk);
+                        for s in 0..8 {
+                            assert_eq!(i32::from(col[32 + 8 * s + j]), sc[s]);
+                            assert_eq!(i32::from(col[96 + 16 * (s / 2) + 2 * j + s % 2]), m[s]);
+                        }
+                        for (i, &q) in blk[16..].iter().enumerate() {
+                            let (c, m, t) = (i / 32, i % 32 / 4, i % 4);
+                            assert_eq!(col[160 + 256 * c + 32 * m + 4 * j + t], q);
+                        }
+                    }
+                }
+                for level in available_levels() {
+                    let mut g = vec![0xAAu8; reference.len()];
+                    assert!(pack_with(level, n, &rows, &mut g));
+                    assert!(g == reference, "n = {n}, {level:?}");
+                }
+            }
+        }
+        // wrong lengths: refused at every level, nothing written
+        for level in available_levels() {
+            let mut g = vec![0xAAu8; GROUP_BLOCK_BYTES];
+            assert!(!pack_with(level, 256, &[0u8; 8 * Q4_K_BYTES - 1], &mut g));
+            assert!(!pack_with(level, 256, &[0u8; 8 * Q4_K_BYTES], &mut g[1..]));
+            assert!(!pack_with(level, 255, &[0u8; 8 * Q4_K_BYTES], &mut g));
+            assert!(g.iter().all(|&b| b == 0xAA), "{level:?}");
         }
     }
 

@@ -107,6 +107,13 @@ fn set_quants(u: &[u8; QK_K], blk: &mut [u8]) {
 /// Packs eight Q6_K rows of `n` weights (`rows`: one after another) into one group (`out`:
 /// [`group_bytes`]`(n)` bytes). `false` (and `out` left untouched) when a length is wrong.
 pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
+    pack_with(super::simd_level(), n, rows, out)
+}
+
+/// [`pack`] by the best code `<= level` this CPU runs: AVX2 rebuilds each row's quant planes
+/// 32 quants at a time and transposes the column in registers ([`super::avx2_q6_kx8::pack`]),
+/// the same bytes as the scalar loop (`pack_speed` example, README "Start-up").
+pub fn pack_with(level: super::SimdLevel, n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     let Some(gb) = group_bytes(n) else {
         return false;
     };
@@ -114,6 +121,14 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     if rows.len() != ROWS * row_bytes || out.len() != gb {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= super::SimdLevel::Avx2 {
+        // SAFETY: `effective` gives `Avx2` or above only when the CPU has AVX2; the lengths
+        // were checked above.
+        unsafe { super::avx2_q6_kx8::pack(row_bytes, rows, out) };
+        return true;
+    }
+    let _ = level;
     // row by row: each source row is read once, front to back
     for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
         for (blk, col) in row
@@ -436,8 +451,14 @@ mod tests {
         let mut rng = Rng(3);
         for (n, raw) in [(256, true), (512, false), (4096, true)] {
             let (rows, _) = case(&mut rng, n, raw);
+            // every level this CPU has packs the same bytes, and unpacking gives the rows
             let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack(n, &rows, &mut g));
+            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut g));
+            for level in available_levels() {
+                let mut other = vec![0xAAu8; g.len()];
+                assert!(pack_with(level, n, &rows, &mut other));
+                assert!(other == g, "n = {n}, {level:?}");
+            }
             let mut back = vec![0u8; rows.len()];
             assert!(unpack(n, &g, &mut back));
             assert_eq!(back, rows, "n = {n}");
@@ -452,10 +473,12 @@ mod tests {
         assert_eq!(again, blk);
         // wrong lengths are refused, nothing written
         let mut g = vec![0xAAu8; group_bytes(256).unwrap()];
-        assert!(!pack(256, &[0u8; 8 * 210 - 1], &mut g));
-        assert!(!pack(128, &[0u8; 8 * 210], &mut g));
-        assert!(!pack(256, &[0u8; 8 * 210], &mut g[1..]));
-        assert!(g.iter().all(|&b| b == 0xAA));
+        for level in available_levels() {
+            assert!(!pack_with(level, 256, &[0u8; 8 * 210 - 1], &mut g));
+            assert!(!pack_with(level, 128, &[0u8; 8 * 210], &mut g));
+            assert!(!pack_with(level, 256, &[0u8; 8 * 210], &mut g[1..]));
+            assert!(g.iter().all(|&b| b == 0xAA), "{level:?}");
+        }
         let mut out = vec![0xAAu8; 8 * 210];
         assert!(!unpack(256, &g[1..], &mut out));
         assert!(!unpack(256, &g, &mut out[1..]));

@@ -11,8 +11,9 @@
 //! of one accumulator: no horizontal sum per row.
 
 use super::avx2::{f16_at, load16, load32};
+use super::avx2_transpose::{self as transpose, store32};
 use super::q4_0x8::{GROUP_BLOCK_BYTES, ROWS, TILE_TOKENS};
-use super::scalar::Q8_0_BYTES;
+use super::scalar::{Q4_0_BYTES, Q8_0_BYTES};
 use super::{prefetch_ahead, CACHE_PREFETCH_AHEAD};
 use std::arch::x86_64::*;
 
@@ -286,6 +287,31 @@ fn gemm_n<const NT: usize>(group: &[u8], acts: &[&[u8]], sums: &[&[i32]], out: &
     for (t, a) in acc.iter().enumerate() {
         for (j, v) in lanes(*a).into_iter().enumerate() {
             out[j * NT + t] = v;
+        }
+    }
+}
+
+/// [`super::q4_0x8::pack`] of eight rows of `row_bytes` bytes each (`rows`) into `out`, one
+/// block column at a time: the eight rows' 16 quant bytes are loaded as eight 16-byte
+/// registers and transposed as 4 × 8 32-bit words, so store `m` of the column gets word `m`
+/// of every row, row `j` in lane `j`.
+///
+/// # Safety
+/// The CPU must have AVX2; `rows` must hold 8 rows of `row_bytes` (whole Q4_0 blocks) and
+/// `out` one column of [`GROUP_BLOCK_BYTES`] per block.
+#[target_feature(enable = "avx2")]
+pub unsafe fn pack(row_bytes: usize, rows: &[u8], out: &mut [u8]) {
+    for (b, col) in out.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+        let mut r = [_mm_setzero_si128(); ROWS];
+        for (j, rj) in r.iter_mut().enumerate() {
+            let blk = &rows[j * row_bytes + b * Q4_0_BYTES..][..Q4_0_BYTES];
+            // the same place in the next group's rows, as the other packers do
+            prefetch_ahead(blk.as_ptr(), ROWS * row_bytes, Q4_0_BYTES);
+            col[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
+            *rj = load16(&blk[2..]);
+        }
+        for (m, w) in transpose::words4x8(r).into_iter().enumerate() {
+            store32(&mut col[2 * ROWS + 32 * m..], w);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! AVX2 register transposes that the packers of the eight-row layouts share
-//! ([`super::avx2_q8_0x8::pack`], [`super::avx2_q4_kx8::pack`], [`super::avx2_q6_kx8::pack`]):
+//! ([`super::avx2_q4_0x8::pack`], [`super::avx2_q8_0x8::pack`], [`super::avx2_q4_kx8::pack`],
+//! [`super::avx2_q6_kx8::pack`]):
 //! eight rows go in as eight registers, and each register that comes out holds one word of
 //! every row, row `j` in lane `j`.
 
@@ -42,6 +43,27 @@ pub(super) fn words(r: [__m256i; 8]) -> [__m256i; 8] {
         _mm256_permute2x128_si256(u[2], u[6], 0x31),
         _mm256_permute2x128_si256(u[3], u[7], 0x31),
     ]
+}
+
+/// The 4 × 8 32-bit words of eight 16-byte rows transposed: lane `j` of result `m` is word
+/// `m` of `r[j]` (unpack 32 and 64 within each four rows, then the two halves joined).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn words4x8(r: [__m128i; 8]) -> [__m256i; 4] {
+    let four = |a: __m128i, b: __m128i, c: __m128i, d: __m128i| {
+        // words 0, 1 (lo) and 2, 3 (hi) of a, b and of c, d
+        let (x0, x1) = (_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+        let (y0, y1) = (_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+        [
+            _mm_unpacklo_epi64(x0, y0),
+            _mm_unpackhi_epi64(x0, y0),
+            _mm_unpacklo_epi64(x1, y1),
+            _mm_unpackhi_epi64(x1, y1),
+        ]
+    };
+    let lo = four(r[0], r[1], r[2], r[3]);
+    let hi = four(r[4], r[5], r[6], r[7]);
+    std::array::from_fn(|m| _mm256_set_m128i(hi[m], lo[m]))
 }
 
 /// Four 16-bit words of eight rows transposed, from the rows interleaved in pairs: `e[i]`

@@ -45,6 +45,13 @@ pub fn group_bytes(n: usize) -> Option<usize> {
 /// 18` bytes) into one group (`out`: [`group_bytes`]`(n)` bytes). `false` (and `out` left
 /// untouched) when a length is wrong.
 pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
+    pack_with(super::simd_level(), n, rows, out)
+}
+
+/// [`pack`] by the best code `<= level` this CPU runs: AVX2 transposes each block column's
+/// 4 × 8 words of quants in registers ([`super::avx2_q4_0x8::pack`]), the same bytes as the
+/// scalar loop (`pack_speed` example, README "Start-up").
+pub fn pack_with(level: SimdLevel, n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     let Some(gb) = group_bytes(n) else {
         return false;
     };
@@ -52,6 +59,14 @@ pub fn pack(n: usize, rows: &[u8], out: &mut [u8]) -> bool {
     if rows.len() != ROWS * row_bytes || out.len() != gb {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::effective(level, super::hardware_level()) >= SimdLevel::Avx2 {
+        // SAFETY: `effective` gives `Avx2` or above only when the CPU has AVX2; the lengths
+        // were checked above.
+        unsafe { super::avx2_q4_0x8::pack(row_bytes, rows, out) };
+        return true;
+    }
+    let _ = level;
     // row by row: each source row is read once, front to back
     rows.chunks_exact(row_bytes)
         .enumerate()
@@ -274,17 +289,26 @@ mod tests {
         let mut rng = Rng(7);
         for n in [32, 64, 4096] {
             let (rows, _) = case(&mut rng, n, false);
+            // every level this CPU has packs the same bytes, and unpacking gives the rows
             let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack(n, &rows, &mut g));
+            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut g));
+            for level in available_levels() {
+                let mut other = vec![0xAAu8; g.len()];
+                assert!(pack_with(level, n, &rows, &mut other));
+                assert!(other == g, "n = {n}, {level:?}");
+            }
             let mut back = vec![0u8; rows.len()];
             assert!(unpack(n, &g, &mut back));
             assert_eq!(back, rows, "n = {n}");
         }
-        // wrong lengths are refused, nothing written
+        // wrong lengths are refused at every level, nothing written
         let mut g = vec![0xAAu8; group_bytes(64).unwrap()];
-        assert!(!pack(64, &[0u8; 8 * 18], &mut g));
-        assert!(!pack(48, &[0u8; 8 * 18], &mut g));
-        assert!(g.iter().all(|&b| b == 0xAA));
+        for level in available_levels() {
+            assert!(!pack_with(level, 64, &[0u8; 8 * 18], &mut g));
+            assert!(!pack_with(level, 48, &[0u8; 8 * 18], &mut g));
+            assert!(!pack_with(level, 64, &[0u8; 16 * 18], &mut g[1..]));
+            assert!(g.iter().all(|&b| b == 0xAA), "{level:?}");
+        }
     }
 
     /// A group written one row at a time, in any order, is the group [`pack`] makes; each

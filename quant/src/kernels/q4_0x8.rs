@@ -253,7 +253,7 @@ fn gemv_scalar(group: &[u8], act: &[u8], sums: &[i32]) -> [f32; ROWS] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Rng;
+    use super::super::tests::{check_pack_levels, Rng};
     use super::*;
     use crate::kernels::{available_levels, scalar, SimdLevel};
 
@@ -290,13 +290,7 @@ mod tests {
         for n in [32, 64, 4096] {
             let (rows, _) = case(&mut rng, n, false);
             // every level this CPU has packs the same bytes, and unpacking gives the rows
-            let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut g));
-            for level in available_levels() {
-                let mut other = vec![0xAAu8; g.len()];
-                assert!(pack_with(level, n, &rows, &mut other));
-                assert!(other == g, "n = {n}, {level:?}");
-            }
+            let g = check_pack_levels(pack_with, n, &rows, group_bytes(n).unwrap());
             let mut back = vec![0u8; rows.len()];
             assert!(unpack(n, &g, &mut back));
             assert_eq!(back, rows, "n = {n}");

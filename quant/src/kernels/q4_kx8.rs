@@ -199,7 +199,7 @@ packed::row_kernel!(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Rng;
+    use super::super::tests::{check_pack_levels, check_rows_give, Rng};
     use super::*;
     use crate::kernels::{available_levels, quantize_activations, scalar, SimdLevel};
     use crate::GgmlType;
@@ -254,22 +254,8 @@ mod tests {
                         assert!((a - b).abs() <= tol, "{level:?} n {n} row {j}: {a} vs {b}");
                     }
                 }
-                // the same rows in the file's layout, 1..=8 of them, with 1..=9 copies of
-                // the activation row: the same bits
-                let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
-                for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
-                    let acts: Vec<&[u8]> = vec![&act; nt];
-                    let mut out = vec![f32::NAN; nr * nt];
-                    rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
-                    for (i, v) in out.iter().enumerate() {
-                        let j = i / nt;
-                        assert_eq!(
-                            v.to_bits(),
-                            got[j].to_bits(),
-                            "{level:?} n {n} rows_gemm {nr}x{nt} row {j}"
-                        );
-                    }
-                }
+                // the same rows in the file's layout: the same bits
+                check_rows_give(rows_gemm_with, level, n, &rows, &act, &got[..], "");
                 for nt in [1, 2, 4, 7] {
                     let acts: Vec<&[u8]> = vec![&act; nt];
                     let ps: Vec<&[i32]> = vec![&pairs; nt];
@@ -349,8 +335,7 @@ mod tests {
             let random: Vec<u8> = (0..ROWS * row_bytes).map(|_| rng.byte()).collect();
             let (quantized, _) = case(&mut rng, n, false);
             for rows in [random, quantized] {
-                let mut reference = vec![0u8; group_bytes(n).unwrap()];
-                assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut reference));
+                let reference = check_pack_levels(pack_with, n, &rows, group_bytes(n).unwrap());
                 // the layout of the module's docs
                 for (j, row) in rows.chunks_exact(row_bytes).enumerate() {
                     for (blk, col) in row
@@ -369,11 +354,6 @@ mod tests {
                             assert_eq!(col[160 + 256 * c + 32 * m + 4 * j + t], q);
                         }
                     }
-                }
-                for level in available_levels() {
-                    let mut g = vec![0xAAu8; reference.len()];
-                    assert!(pack_with(level, n, &rows, &mut g));
-                    assert!(g == reference, "n = {n}, {level:?}");
                 }
             }
         }

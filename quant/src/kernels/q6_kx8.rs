@@ -308,7 +308,7 @@ packed::row_kernel!(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Rng;
+    use super::super::tests::{check_pack_levels, check_rows_give, Rng};
     use super::*;
     use crate::kernels::{available_levels, quantize_activations, scalar, SimdLevel};
     use crate::GgmlType;
@@ -411,22 +411,8 @@ mod tests {
                     );
                 }
             }
-            // the same rows in the file's layout, 1..=8 of them, with 1..=9 copies of the
-            // activation row: the same bits
-            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
-            for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
-                let acts: Vec<&[u8]> = vec![act; nt];
-                let mut out = vec![f32::NAN; nr * nt];
-                rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
-                for (i, v) in out.iter().enumerate() {
-                    let j = i / nt;
-                    assert_eq!(
-                        v.to_bits(),
-                        got[j].to_bits(),
-                        "{what} {level:?} n {n} rows_gemm {nr}x{nt} row {j}"
-                    );
-                }
-            }
+            // the same rows in the file's layout: the same bits
+            check_rows_give(rows_gemm_with, level, n, rows, act, &got[..], what);
             // gemm over 1..=9 copies of the activation row: every column equals gemv
             for nt in [1, 2, 3, 4, 5, 7, 9] {
                 let acts: Vec<&[u8]> = vec![act; nt];
@@ -452,13 +438,7 @@ mod tests {
         for (n, raw) in [(256, true), (512, false), (4096, true)] {
             let (rows, _) = case(&mut rng, n, raw);
             // every level this CPU has packs the same bytes, and unpacking gives the rows
-            let mut g = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut g));
-            for level in available_levels() {
-                let mut other = vec![0xAAu8; g.len()];
-                assert!(pack_with(level, n, &rows, &mut other));
-                assert!(other == g, "n = {n}, {level:?}");
-            }
+            let g = check_pack_levels(pack_with, n, &rows, group_bytes(n).unwrap());
             let mut back = vec![0u8; rows.len()];
             assert!(unpack(n, &g, &mut back));
             assert_eq!(back, rows, "n = {n}");

@@ -184,7 +184,7 @@ packed::row_kernel!(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Rng;
+    use super::super::tests::{check_pack_levels, check_rows_give, Rng};
     use super::*;
     use crate::kernels::{available_levels, scalar, SimdLevel};
 
@@ -236,13 +236,7 @@ mod tests {
         for n in [32, 64, 4096] {
             let (rows, _) = case(&mut rng, n);
             // every level this CPU has packs the same bytes, and unpacking gives the rows
-            let mut reference = vec![0u8; group_bytes(n).unwrap()];
-            assert!(pack_with(SimdLevel::Scalar, n, &rows, &mut reference));
-            for level in available_levels() {
-                let mut g = vec![0u8; group_bytes(n).unwrap()];
-                assert!(pack_with(level, n, &rows, &mut g));
-                assert!(g == reference, "n = {n}, {level:?}");
-            }
+            let reference = check_pack_levels(pack_with, n, &rows, group_bytes(n).unwrap());
             let mut back = vec![0u8; rows.len()];
             assert!(unpack(n, &reference, &mut back));
             assert_eq!(back, rows, "n = {n}");
@@ -275,22 +269,8 @@ mod tests {
             for (j, (&a, &b)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{what} {level:?} n {n} row {j}");
             }
-            // the same rows in the file's layout, 1..=8 of them, with 1..=9 copies of the
-            // activation row: the same bits
-            let rs: Vec<&[u8]> = rows.chunks_exact(row_bytes).collect();
-            for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
-                let acts: Vec<&[u8]> = vec![act; nt];
-                let mut out = vec![f32::NAN; nr * nt];
-                rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
-                for (i, v) in out.iter().enumerate() {
-                    let j = i / nt;
-                    assert_eq!(
-                        v.to_bits(),
-                        want[j].to_bits(),
-                        "{what} {level:?} rows_gemm {nr}x{nt} row {j}"
-                    );
-                }
-            }
+            // the same rows in the file's layout: the same bits
+            check_rows_give(rows_gemm_with, level, n, rows, act, &want[..], what);
             // gemm over 1..=9 copies of the activation row: every column equals gemv
             for nt in [1, 2, 3, 4, 5, 8, 9] {
                 let acts: Vec<&[u8]> = vec![act; nt];

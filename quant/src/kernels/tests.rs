@@ -32,6 +32,56 @@ pub(super) type GemmWith = fn(SimdLevel, usize, &[u8], &[&[u8]], &[&[i32]], &mut
 /// A layout's `rows_gemm_with`.
 pub(super) type RowsGemmWith = fn(SimdLevel, usize, &[&[u8]], &[&[u8]], &mut [f32]);
 
+/// A layout's `pack_with`.
+pub(super) type PackWith = fn(SimdLevel, usize, &[u8], &mut [u8]) -> bool;
+
+/// Packs eight rows (`rows`, `n` weights each) into a group of `group_bytes` by the scalar
+/// `pack_with` and checks that every level this CPU runs packs the same bytes; the scalar
+/// group.
+pub(super) fn check_pack_levels(
+    pack_with: PackWith,
+    n: usize,
+    rows: &[u8],
+    group_bytes: usize,
+) -> Vec<u8> {
+    let mut reference = vec![0u8; group_bytes];
+    assert!(pack_with(SimdLevel::Scalar, n, rows, &mut reference));
+    for level in available_levels() {
+        let mut g = vec![0xAAu8; group_bytes];
+        assert!(pack_with(level, n, rows, &mut g));
+        assert!(g == reference, "n = {n}, {level:?}");
+    }
+    reference
+}
+
+/// Checks a layout's row kernel at `level` on 1..=8 of the eight rows `rows` (`n` weights
+/// each) in the file's layout, with 1..=9 copies of the activation row `act`: row `j` gives
+/// `want[j]` bit for bit.
+pub(super) fn check_rows_give(
+    rows_gemm_with: RowsGemmWith,
+    level: SimdLevel,
+    n: usize,
+    rows: &[u8],
+    act: &[u8],
+    want: &[f32],
+    what: &str,
+) {
+    let rs: Vec<&[u8]> = rows.chunks_exact(rows.len() / 8).collect();
+    for (nr, nt) in [(1, 1), (3, 2), (4, 4), (5, 1), (8, 3), (8, 9), (7, 5)] {
+        let acts: Vec<&[u8]> = vec![act; nt];
+        let mut out = vec![f32::NAN; nr * nt];
+        rows_gemm_with(level, n, &rs[..nr], &acts, &mut out);
+        for (i, v) in out.iter().enumerate() {
+            let j = i / nt;
+            assert_eq!(
+                v.to_bits(),
+                want[j].to_bits(),
+                "{what} {level:?} n {n} rows_gemm {nr}x{nt} row {j}"
+            );
+        }
+    }
+}
+
 /// Checks a layout's row kernel (`rows_gemm_with`) on eight weight rows of type `ty` in the
 /// file's layout (`rows`, one after another, `n` weights each) and six different activation
 /// rows (`acts`) at every level this CPU runs: it gives the packed group's `gemm_with` of the

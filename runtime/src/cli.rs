@@ -13,6 +13,15 @@ const LLAMA_SPELLINGS: [(&str, &str); 2] = [("-ctk", "--cache-type-k"), ("-ctv",
 /// `args` with llama.cpp's single-dash spellings ([`LLAMA_SPELLINGS`]) turned into the long
 /// flags they stand for, up to a `--` (after which everything is a value).
 pub fn llama_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    llama_spellings_with(&[], args)
+}
+
+/// [`llama_spellings`] with a program's own single-dash spellings (`extra`, e.g.
+/// `xverse-bench`'s `-pg`) as well.
+pub fn llama_spellings_with(
+    extra: &[(&str, &str)],
+    args: impl IntoIterator<Item = OsString>,
+) -> Vec<OsString> {
     let mut rest = false;
     args.into_iter()
         .map(|a| {
@@ -23,7 +32,11 @@ pub fn llama_spellings(args: impl IntoIterator<Item = OsString>) -> Vec<OsString
                 rest = true;
                 return a;
             }
-            match LLAMA_SPELLINGS.iter().find(|(short, _)| a == *short) {
+            match LLAMA_SPELLINGS
+                .iter()
+                .chain(extra)
+                .find(|(short, _)| a == *short)
+            {
                 Some((_, long)) => OsString::from(long),
                 None => a,
             }
@@ -63,7 +76,17 @@ pub fn main_with<C: Parser>(
     program: &str,
     run: impl FnOnce(C) -> Result<(), RuntimeError>,
 ) -> ExitCode {
-    let cli = match C::try_parse_from(llama_spellings(std::env::args_os())) {
+    main_with_spellings(program, &[], run)
+}
+
+/// [`main_with`] for a program with single-dash spellings of its own
+/// ([`llama_spellings_with`]).
+pub fn main_with_spellings<C: Parser>(
+    program: &str,
+    extra: &[(&str, &str)],
+    run: impl FnOnce(C) -> Result<(), RuntimeError>,
+) -> ExitCode {
+    let cli = match C::try_parse_from(llama_spellings_with(extra, std::env::args_os())) {
         Ok(c) => c,
         Err(e) => return usage_error(program, e),
     };
@@ -144,6 +167,16 @@ mod tests {
         // after `--` a "-ctk" is a value, not a flag
         let args = llama_spellings(["x", "--", "-ctk"].map(OsString::from));
         assert_eq!(args[2], "-ctk");
+        // a program's own spellings, also only before `--`
+        let args = llama_spellings_with(
+            &[("-pg", "--pg")],
+            ["x", "-pg", "1,2", "-ctv", "f16", "--", "-pg"].map(OsString::from),
+        );
+        assert_eq!(
+            args,
+            ["x", "--pg", "1,2", "--cache-type-v", "f16", "--", "-pg"]
+        );
+        assert_eq!(llama_spellings(["x", "-pg"].map(OsString::from))[1], "-pg");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! (tg) timings of an [`Engine`], this machine's memory read bandwidth, and the bytes a
 //! generated token has to read (for the roofline: bytes/token × tokens/s ÷ bandwidth).
 
+pub mod report;
+
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -131,6 +133,27 @@ pub fn time_gen(
     let t = Instant::now();
     for _ in 0..n_gen {
         let tok = rng.token(n_vocab);
+        engine.eval(&[tok], false)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Seconds of a prompt of `n_prompt` random tokens followed by `n_gen` generated one at a time,
+/// after the first `n_depth` cached positions: llama-bench's `-pg` test.
+pub fn time_prompt_gen(
+    engine: &mut Engine<'_>,
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    rng: &mut Rng,
+) -> Result<f64, RuntimeError> {
+    let n_vocab = engine.model().hparams.vocab as usize;
+    let prompt: Vec<u32> = (0..n_prompt).map(|_| rng.token(n_vocab)).collect();
+    let gen: Vec<u32> = (0..n_gen).map(|_| rng.token(n_vocab)).collect();
+    start_at(engine, n_depth)?;
+    let t = Instant::now();
+    engine.eval(&prompt, false)?;
+    for &tok in &gen {
         engine.eval(&[tok], false)?;
     }
     Ok(t.elapsed().as_secs_f64())

@@ -1,12 +1,14 @@
 //! `xverse-bench`: prompt-processing and generation speed, like llama.cpp's `llama-bench`.
 //!
 //! ```text
-//! xverse-bench -m FILE... [-p 128,512] [-n 32] [-d 0,4096] [-t 1,2] [-r 5] [--json]
+//! xverse-bench -m FILE... [-p 128,512] [-n 32] [-pg 512,128] [-d 0,4096] [-t 1,2] [-r 5]
+//!              [-o md|csv|json|jsonl|sql]
 //! ```
 //!
 //! For every model × thread count × depth × test, `-r` timed runs after one warm-up: a `pp N`
 //! test evaluates N random token ids (seeded) as one prompt, a `tg N` test generates N tokens
-//! one at a time, both after the first `-d` positions of the cache (none by default). The
+//! one at a time, a `-pg P,G` test does both in one timed run; all after the first `-d`
+//! positions of the cache (none by default). The
 //! cache is filled to that depth once per depth, untimed: by default with synthetic keys and
 //! values written straight into the cache (`--depth-fill synthetic`: the timed tokens read it
 //! as they would read a prompt's), or by evaluating a prompt of random tokens
@@ -16,16 +18,17 @@
 //! each tg also as a fraction of the roofline (bytes read per token × tokens/s ÷ this
 //! machine's streaming read bandwidth, measured first and again before and after each timed
 //! tg run: each run's rate is divided by the mean of the two measurements beside it, since a
-//! shared machine's bandwidth drifts by a quarter or more within minutes). `--json` prints a JSON array with
-//! llama-bench's field names instead. Any error is one line and exit status 1.
+//! shared machine's bandwidth drifts by a quarter or more within minutes). `-o` prints CSV,
+//! JSON, JSON Lines or SQL with llama-bench's field names instead (`--json` is `-o json`).
+//! Any error is one line and exit status 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use serde_json::json;
+use xverse_runtime::bench::report::{self, Format, Record};
 use xverse_runtime::bench::{
-    bytes_per_token, fill_depth, mean_sd, model_type, roofline_fraction, time_gen, time_prompt,
+    bytes_per_token, fill_depth, mean_sd, model_type, time_gen, time_prompt, time_prompt_gen,
     DepthFill, ReadProbe, Rng,
 };
 use xverse_runtime::cli::CacheArgs;
@@ -59,6 +62,10 @@ struct Cli {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// A prompt of PP tokens and then TG generated, timed as one test (`pp512+tg128`);
+    /// repeat the flag for more (also spelled `-pg`, as llama-bench).
+    #[arg(long = "pg", value_name = "PP,TG", value_parser = parse_pg)]
+    pg: Vec<(usize, usize)>,
     /// Depths: cached positions before each test (comma-separated), filled untimed as
     /// --depth-fill says.
     #[arg(
@@ -99,9 +106,20 @@ struct Cli {
     /// stays allocated: the bandwidth is measured again around every timed tg run.
     #[arg(long = "bw-mib", value_name = "N", default_value_t = 1024)]
     bw_mib: usize,
-    /// Print a JSON array (llama-bench's field names) instead of the table.
+    /// Output format: md (a table), csv, json, jsonl or sql (llama-bench's field names).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FORMAT",
+        default_value = "md"
+    )]
+    output: String,
+    /// The same as `-o json`.
     #[arg(long = "json")]
     json: bool,
+    /// Time every run: no untimed warm-up run before each test.
+    #[arg(long = "no-warmup")]
+    no_warmup: bool,
     /// Read the weights from the file's map instead of copying them at load into 2 MiB pages
     /// (Q4_0, Q4_K, Q6_K and Q8_0 repacked eight rows at a time; llama.cpp's `--no-repack`;
     /// also `XVERSE_REPACK=0`).
@@ -110,34 +128,40 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    xverse_runtime::cli::main_with::<Cli>("xverse-bench", run)
+    xverse_runtime::cli::main_with_spellings::<Cli>("xverse-bench", &[("-pg", "--pg")], run)
+}
+
+/// `PP,TG`: two token counts, both at least 1.
+fn parse_pg(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("\"{s}\" is not PP,TG (two token counts, both at least 1)");
+    let (p, g) = s.split_once(',').ok_or_else(bad)?;
+    let p: usize = p.trim().parse().map_err(|_| bad())?;
+    let g: usize = g.trim().parse().map_err(|_| bad())?;
+    if p == 0 || g == 0 {
+        return Err(bad());
+    }
+    Ok((p, g))
 }
 
 fn err(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::new(msg)
 }
 
-/// One test's result.
-struct Row {
-    file: String,
-    model_type: String,
-    size: u64,
-    params: u64,
-    threads: usize,
-    n_prompt: usize,
-    n_gen: usize,
-    n_depth: usize,
-    ts: Vec<f64>,
-    /// tg only: bytes read per generated token.
-    bytes_per_token: Option<f64>,
-    /// tg only, with the bandwidth probe: the read bandwidth beside each of `ts` (mean of the
-    /// measurements just before and just after that run), bytes/s.
-    bw: Vec<f64>,
-}
-
 fn run(cli: Cli) -> Result<(), RuntimeError> {
     let cache_type = cli.cache.types()?;
     let depth_fill: DepthFill = cli.depth_fill.parse()?;
+    let format: Format = if cli.json {
+        if cli.output != "md" && cli.output != "json" {
+            return Err(err(format!(
+                "--json and -o {}: two output formats",
+                cli.output
+            )));
+        }
+        Format::Json
+    } else {
+        cli.output.parse()?
+    };
+    let table = format == Format::Md;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if cli.threads.is_empty() {
         vec![cores]
@@ -152,8 +176,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     }
     let prompts: Vec<usize> = cli.n_prompt.iter().copied().filter(|&n| n > 0).collect();
     let gens: Vec<usize> = cli.n_gen.iter().copied().filter(|&n| n > 0).collect();
-    if prompts.is_empty() && gens.is_empty() {
-        return Err(err("nothing to test (every -p and -n is 0)"));
+    if prompts.is_empty() && gens.is_empty() && cli.pg.is_empty() {
+        return Err(err("nothing to test (every -p and -n is 0, and no -pg)"));
     }
     for m in &cli.models {
         if !m.is_file() {
@@ -173,7 +197,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     } else {
         None
     };
-    if !cli.json {
+    if table {
         let level = match Level::current() {
             Level::Avx2 => "avx2",
             Level::Scalar => "scalar",
@@ -187,7 +211,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
     }
 
     let bandwidth = probe.as_ref().map(|p| p.measure(5));
-    if let (Some(bw), false) = (bandwidth, cli.json) {
+    if let (Some(bw), true) = (bandwidth, table) {
         println!(
             "read bandwidth: {:.1} GB/s ({cores} threads, {} MiB streamed; measured again \
              before and after each timed tg run)\n",
@@ -196,27 +220,26 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         );
     }
 
-    if !cli.json {
-        println!(
-            "| {:<30} | {:>10} | {:>8} | {:>7} | {:>15} | {:>18} | {:>8} |",
-            "model", "size", "params", "threads", "test", "t/s", "roofline"
-        );
-        println!(
-            "| {:-<30} | {:->10} | {:->8} | {:->7} | {:->15} | {:->18} | {:->8} |",
-            "", "", "", "", "", "", ""
-        );
-    }
-    let mut rows = Vec::new();
+    let cpu = report::cpu_info();
+    let file_width = cli
+        .models
+        .iter()
+        .map(|m| report::md_file_name(&m.to_string_lossy()).chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = Output::new(format, cpu, file_width);
     let n_ctx = prompts
         .iter()
         .chain(&gens)
         .copied()
+        .chain(cli.pg.iter().map(|&(p, g)| p + g))
         .max()
         .unwrap_or(1)
         .max(1)
         + cli.n_depth.iter().copied().max().unwrap_or(0);
     for path in &cli.models {
-        let model = Model::load_with(path, !cli.no_repack && repack_by_default())?;
+        let repack = !cli.no_repack && repack_by_default();
+        let model = Model::load_with(path, repack)?;
         // the copies made in the background are finished before anything is timed
         model.wait_repacked();
         let mtype = model_type(&model);
@@ -239,140 +262,144 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             let mut rng = Rng::new(cli.seed);
             for &nd in &cli.n_depth {
                 fill_depth(&mut engine, nd, depth_fill, &mut rng)?;
+                // llama-bench's order: the pp tests, the tg tests, the pp+tg tests
                 let tests = prompts
                     .iter()
                     .map(|&p| (p, 0))
-                    .chain(gens.iter().map(|&g| (0, g)));
+                    .chain(gens.iter().map(|&g| (0, g)))
+                    .chain(cli.pg.iter().copied());
                 for (np, ng) in tests {
-                    let time = |e: &mut Engine<'_>, rng: &mut Rng| {
-                        if np > 0 {
-                            time_prompt(e, np, nd, rng)
-                        } else {
-                            time_gen(e, ng, nd, rng)
-                        }
+                    let time = |e: &mut Engine<'_>, rng: &mut Rng| match (np, ng) {
+                        (_, 0) => time_prompt(e, np, nd, rng),
+                        (0, _) => time_gen(e, ng, nd, rng),
+                        _ => time_prompt_gen(e, np, ng, nd, rng),
                     };
-                    time(&mut engine, &mut rng)?; // warm-up
-                    let mut ts = Vec::with_capacity(cli.reps);
+                    let test_time = report::utc_now();
+                    if !cli.no_warmup {
+                        time(&mut engine, &mut rng)?;
+                    }
+                    let mut samples_s = Vec::with_capacity(cli.reps);
                     let mut bw = Vec::new();
                     // tg: the bandwidth just before and just after each run (best of two
                     // passes); the one after a run is the one before the next
-                    let probe = probe.as_ref().filter(|_| ng > 0);
+                    let tg = np == 0;
+                    let probe = probe.as_ref().filter(|_| tg);
                     let mut before = probe.map(|p| p.measure(2));
                     for _ in 0..cli.reps {
-                        let s = time(&mut engine, &mut rng)?;
-                        ts.push((np + ng) as f64 / s.max(1e-9));
+                        samples_s.push(time(&mut engine, &mut rng)?);
                         if let (Some(p), Some(b)) = (probe, before) {
                             let after = p.measure(2);
                             bw.push((b + after) / 2.0);
                             before = Some(after);
                         }
                     }
-                    let row = Row {
-                        file: file_name(path),
+                    let read_bandwidth = if bw.is_empty() {
+                        bandwidth
+                    } else {
+                        Some(mean_sd(&bw).0)
+                    };
+                    out.push(Record {
+                        model_filename: path.to_string_lossy().into_owned(),
                         model_type: mtype.clone(),
-                        size,
-                        params,
-                        threads: t,
+                        model_size: size,
+                        model_n_params: params,
+                        n_threads: t,
+                        type_k: cache_type.k.name().to_string(),
+                        type_v: cache_type.v.name().to_string(),
+                        repack,
                         n_prompt: np,
                         n_gen: ng,
                         n_depth: nd,
-                        ts,
+                        test_time,
+                        samples_s,
                         // the cache holds nd + 1..=nd + ng positions while generating
-                        bytes_per_token: (ng > 0).then(|| {
+                        bytes_per_token: tg.then(|| {
                             bytes_per_token(&model, cache_type, nd as f64 + (ng as f64 + 1.0) / 2.0)
                         }),
-                        bw,
-                    };
-                    if !cli.json {
-                        print_row(&row);
-                    }
-                    rows.push(row);
+                        samples_bw: bw,
+                        read_bandwidth,
+                    });
                 }
             }
         }
     }
-    let beside: Vec<f64> = rows.iter().flat_map(|r| r.bw.iter().copied()).collect();
-    if !cli.json && !beside.is_empty() {
-        let lo = beside.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = beside.iter().copied().fold(0.0, f64::max);
-        println!(
-            "\nread bandwidth beside the tg runs: {:.1}-{:.1} GB/s (each run's roofline is \
-             against its own)",
-            lo / 1e9,
-            hi / 1e9
-        );
-    }
-    if cli.json {
-        let arr: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let (avg, sd) = mean_sd(&r.ts);
-                let roof = roofline(r);
-                let bw = if r.bw.is_empty() {
-                    bandwidth
-                } else {
-                    Some(mean_sd(&r.bw).0)
-                };
-                json!({
-                    "build_commit": "xverse-rs",
-                    "model_filename": r.file,
-                    "model_type": r.model_type,
-                    "model_size": r.size,
-                    "model_n_params": r.params,
-                    "n_threads": r.threads,
-                    "type_k": cache_type.k.name(),
-                    "type_v": cache_type.v.name(),
-                    "n_prompt": r.n_prompt,
-                    "n_gen": r.n_gen,
-                    "n_depth": r.n_depth,
-                    "avg_ts": avg,
-                    "stddev_ts": sd,
-                    "samples_ts": r.ts,
-                    "read_bandwidth": bw,
-                    "samples_bw": r.bw,
-                    "bytes_per_token": r.bytes_per_token,
-                    "roofline_fraction": roof,
-                })
-            })
-            .collect();
-        let text = serde_json::to_string_pretty(&arr).map_err(|e| err(e.to_string()))?;
-        println!("{text}");
-    }
-    Ok(())
+    out.finish()
 }
 
-fn file_name(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+/// Prints the records in the chosen format as they come (all at the end for JSON, which is
+/// one array).
+struct Output {
+    format: Format,
+    cpu: String,
+    /// Characters of the longest file name (the Markdown table's first column).
+    file_width: usize,
+    records: Vec<Record>,
 }
 
-/// Fraction of the roofline a tg row reaches: each run against the bandwidth measured beside
-/// it, averaged.
-fn roofline(r: &Row) -> Option<f64> {
-    roofline_fraction(r.bytes_per_token?, &r.ts, &r.bw)
-}
-
-fn print_row(r: &Row) {
-    let (avg, sd) = mean_sd(&r.ts);
-    let name = Path::new(&r.file)
-        .file_name()
-        .map_or_else(|| r.file.clone(), |n| n.to_string_lossy().into_owned());
-    let mut test = if r.n_prompt > 0 {
-        format!("pp {}", r.n_prompt)
-    } else {
-        format!("tg {}", r.n_gen)
-    };
-    if r.n_depth > 0 {
-        test += &format!(" @ d{}", r.n_depth);
+impl Output {
+    fn new(format: Format, cpu: String, file_width: usize) -> Output {
+        Output {
+            format,
+            cpu,
+            file_width,
+            records: Vec::new(),
+        }
     }
-    let roof = roofline(r).map_or_else(|| "-".to_string(), |f| format!("{:.0} %", 100.0 * f));
-    println!(
-        "| {:<30} | {:>10} | {:>8} | {:>7} | {:>15} | {:>18} | {:>8} |",
-        format!("{name} ({})", r.model_type),
-        format!("{:.2} GiB", r.size as f64 / (1u64 << 30) as f64),
-        format!("{:.2} B", r.params as f64 / 1e9),
-        r.threads,
-        test,
-        format!("{avg:.2} ± {sd:.2}"),
-        roof
-    );
+
+    fn push(&mut self, r: Record) {
+        let first = self.records.is_empty();
+        let fields = r.fields(&self.cpu);
+        match self.format {
+            Format::Md => {
+                if first {
+                    println!("{}", report::md_header(self.file_width));
+                }
+                println!("{}", report::md_row(&r, self.file_width));
+            }
+            Format::Csv => {
+                if first {
+                    println!("{}", report::csv_header(&fields));
+                }
+                println!("{}", report::csv_line(&fields));
+            }
+            Format::Jsonl => println!("{}", r.to_json(&self.cpu)),
+            Format::Sql => {
+                if first {
+                    println!("{}\n", report::sql_create(&fields));
+                }
+                println!("{}", report::sql_insert(&fields));
+            }
+            Format::Json => {}
+        }
+        self.records.push(r);
+    }
+
+    fn finish(self) -> Result<(), RuntimeError> {
+        match self.format {
+            Format::Json => {
+                let arr: Vec<_> = self.records.iter().map(|r| r.to_json(&self.cpu)).collect();
+                let text = serde_json::to_string_pretty(&arr).map_err(|e| err(e.to_string()))?;
+                println!("{text}");
+            }
+            Format::Md => {
+                let beside: Vec<f64> = self
+                    .records
+                    .iter()
+                    .flat_map(|r| r.samples_bw.iter().copied())
+                    .collect();
+                if !beside.is_empty() {
+                    let lo = beside.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = beside.iter().copied().fold(0.0, f64::max);
+                    println!(
+                        "\nread bandwidth beside the tg runs: {:.1}-{:.1} GB/s (each run's \
+                         roofline is against its own)",
+                        lo / 1e9,
+                        hi / 1e9
+                    );
+                }
+            }
+            Format::Csv | Format::Jsonl | Format::Sql => {}
+        }
+        Ok(())
+    }
 }

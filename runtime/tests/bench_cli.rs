@@ -116,6 +116,8 @@ fn bad_flags_give_one_line() {
         vec!["-m", m, "-pg", "8"],
         vec!["-m", m, "-pg", "0,4"],
         vec!["-m", m, "-pg", "8,x"],
+        vec!["-m", m, "-pg", "18446744073709551615,1"],
+        vec!["-m", m, "-n", "4", "-d", "18446744073709551615"],
     ] {
         let o = run(&args);
         assert!(!o.status.success(), "{args:?}");
@@ -124,6 +126,36 @@ fn bad_flags_give_one_line() {
         assert!(err.starts_with("xverse-bench: "), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// A test longer than the machine's memory can cache is refused at once (the cache grows as
+/// it fills, so it would otherwise run for hours), in one line.
+#[test]
+fn a_context_past_memory_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::tiny(dir.path(), "tiny.gguf", &TinySpec::default());
+    let m = m.to_str().unwrap();
+    let t = std::time::Instant::now();
+    let o = run(&[
+        "-m",
+        m,
+        "-p",
+        "0",
+        "-n",
+        "4",
+        "-d",
+        "1000000000000000",
+        "--bw-mib",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(t.elapsed().as_secs() < 60);
+    let err = text(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("1000000000000004 positions") && err.contains("does not fit"),
+        "{err}"
+    );
 }
 
 /// Runs `python3` with `script`, `input` on its stdin; its stdout.

@@ -34,6 +34,7 @@ use xverse_runtime::bench::{
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::cpu::attention::Level;
 use xverse_runtime::engine::{Engine, EngineConfig};
+use xverse_runtime::kv_cache::{memory_available, KvTypes};
 use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::RuntimeError;
 
@@ -184,6 +185,19 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
             return Err(err(format!("{}: no such file", m.display())));
         }
     }
+    // the context: the deepest depth + the longest test (sizes from the command line, so
+    // checked: a sum past usize is an error, not a wrapped context)
+    let too_long = || err("-p, -n, -pg and -d: more positions than this machine can address");
+    let longest = prompts
+        .iter()
+        .chain(&gens)
+        .map(|&n| Some(n))
+        .chain(cli.pg.iter().map(|&(p, g)| p.checked_add(g)))
+        .try_fold(1usize, |m, n| n.map(|n| m.max(n)))
+        .ok_or_else(too_long)?;
+    let n_ctx = longest
+        .checked_add(cli.n_depth.iter().copied().max().unwrap_or(0))
+        .ok_or_else(too_long)?;
     // the bandwidth probe's buffer, before anything is printed (a size that cannot be mapped
     // is one line on stderr and nothing on stdout)
     let probe = if cli.bw_mib > 0 {
@@ -228,15 +242,6 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         .max()
         .unwrap_or(0);
     let mut out = Output::new(format, cpu, file_width);
-    let n_ctx = prompts
-        .iter()
-        .chain(&gens)
-        .copied()
-        .chain(cli.pg.iter().map(|&(p, g)| p + g))
-        .max()
-        .unwrap_or(1)
-        .max(1)
-        + cli.n_depth.iter().copied().max().unwrap_or(0);
     for path in &cli.models {
         let repack = !cli.no_repack && repack_by_default();
         let model = Model::load_with(path, repack)?;
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         let mtype = model_type(&model);
         let size: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
         let params = model.hparams.parameters();
+        check_cache_fits(&model, cache_type, n_ctx)?;
         let train_ctx = model.hparams.context_length as usize;
         if train_ctx > 0 && n_ctx > train_ctx {
             eprintln!(
@@ -324,6 +330,28 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
         }
     }
     out.finish()
+}
+
+/// An error unless a KV cache of `n_ctx` positions fits in this machine's memory: the
+/// longest test fills it, and it grows as it is filled, so a context too large would
+/// otherwise run for hours (or be killed) before it failed.
+fn check_cache_fits(model: &Model, cache_type: KvTypes, n_ctx: usize) -> Result<(), RuntimeError> {
+    let hp = &model.hparams;
+    let per_position = (hp.layers as usize)
+        .checked_mul(hp.kv_heads as usize)
+        .and_then(|n| n.checked_mul(cache_type.row_bytes(hp.head_dim as usize)));
+    let need = per_position.and_then(|b| b.checked_mul(n_ctx));
+    match (need, memory_available()) {
+        (Some(need), Some(avail)) if need as u64 <= avail => Ok(()),
+        (Some(_), None) => Ok(()),
+        (need, avail) => Err(err(format!(
+            "a KV cache of {n_ctx} positions ({} bytes of {cache_type}) does not fit: this \
+             machine has {} bytes available (MemAvailable + SwapFree in /proc/meminfo); \
+             ask for shorter tests or depths",
+            need.map_or_else(|| "more".to_string(), |n| n.to_string()),
+            avail.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string()),
+        ))),
+    }
 }
 
 /// Prints the records in the chosen format as they come (all at the end for JSON, which is

@@ -34,7 +34,7 @@ use xverse_runtime::bench::{
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::cpu::attention::Level;
 use xverse_runtime::engine::{Engine, EngineConfig};
-use xverse_runtime::kv_cache::{memory_available, KvTypes};
+use xverse_runtime::kv_cache::{check_fits, KvTypes};
 use xverse_runtime::model::{repack_by_default, Model};
 use xverse_runtime::RuntimeError;
 
@@ -341,17 +341,11 @@ fn check_cache_fits(model: &Model, cache_type: KvTypes, n_ctx: usize) -> Result<
         .checked_mul(hp.kv_heads as usize)
         .and_then(|n| n.checked_mul(cache_type.row_bytes(hp.head_dim as usize)));
     let need = per_position.and_then(|b| b.checked_mul(n_ctx));
-    match (need, memory_available()) {
-        (Some(need), Some(avail)) if need as u64 <= avail => Ok(()),
-        (Some(_), None) => Ok(()),
-        (need, avail) => Err(err(format!(
-            "a KV cache of {n_ctx} positions ({} bytes of {cache_type}) does not fit: this \
-             machine has {} bytes available (MemAvailable + SwapFree in /proc/meminfo); \
-             ask for shorter tests or depths",
-            need.map_or_else(|| "more".to_string(), |n| n.to_string()),
-            avail.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string()),
-        ))),
-    }
+    check_fits(need, n_ctx).map_err(|e| {
+        err(format!(
+            "{e} ({cache_type}); ask for shorter tests or depths"
+        ))
+    })
 }
 
 /// Prints the records in the chosen format as they come (all at the end for JSON, which is

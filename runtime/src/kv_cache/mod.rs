@@ -664,15 +664,10 @@ impl KvCache {
             .iter()
             .map(|l| l.kv_heads * self.ty.row_bytes(l.head_dim))
             .sum();
-        let need = per_position.saturating_mul(n).saturating_sub(self.bytes());
-        if let Some(avail) = memory_available() {
-            if need as u64 > avail {
-                return Err(RuntimeError::new(format!(
-                    "kv cache: cannot allocate {need} bytes for {n} positions: this machine has \
-                     {avail} bytes available (MemAvailable + SwapFree in /proc/meminfo)"
-                )));
-            }
-        }
+        check_fits(
+            Some(per_position.saturating_mul(n).saturating_sub(self.bytes())),
+            n,
+        )?;
         for (i, l) in self.layers.iter_mut().enumerate() {
             l.fill_synthetic(n, seed.wrapping_add(i as u64))?;
         }
@@ -689,6 +684,26 @@ impl KvCache {
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(LayerCache::bytes).sum()
+    }
+}
+
+/// An error unless `need` more bytes of cache, for `n` positions, fit in what this machine
+/// can still back ([`memory_available`]; `None` for `need`: more than `usize` holds). Linux
+/// lets a process reserve far more than RAM + swap and kills it when the pages are touched,
+/// so a size that cannot fit is refused before it is allocated. Where the memory is not
+/// known, any representable size passes.
+pub fn check_fits(need: Option<usize>, n: usize) -> Result<(), RuntimeError> {
+    let avail = memory_available();
+    match (need, avail) {
+        (Some(need), Some(avail)) if need as u64 <= avail => Ok(()),
+        (Some(_), None) => Ok(()),
+        (need, avail) => Err(RuntimeError::new(format!(
+            "kv cache: cannot allocate {} bytes for {n} positions, so a cache of {n} positions \
+             does not fit: this machine has {} bytes available (MemAvailable + SwapFree in \
+             /proc/meminfo)",
+            need.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string()),
+            avail.map_or_else(|| "an unknown number of".to_string(), |b| b.to_string()),
+        ))),
     }
 }
 

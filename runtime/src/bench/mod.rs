@@ -105,41 +105,32 @@ pub fn fill_depth(
 
 /// Seconds to evaluate a prompt of `n_prompt` random tokens after the first `n_depth` cached
 /// positions (the cache must hold them: [`fill_depth`]), as one batch as the engine splits it,
-/// logits of the last token only.
+/// logits of the last token only: [`time_prompt_gen`] without generated tokens.
 pub fn time_prompt(
     engine: &mut Engine<'_>,
     n_prompt: usize,
     n_depth: usize,
     rng: &mut Rng,
 ) -> Result<f64, RuntimeError> {
-    let n_vocab = engine.model().hparams.vocab as usize;
-    let tokens: Vec<u32> = (0..n_prompt).map(|_| rng.token(n_vocab)).collect();
-    start_at(engine, n_depth)?;
-    let t = Instant::now();
-    engine.eval(&tokens, false)?;
-    Ok(t.elapsed().as_secs_f64())
+    time_prompt_gen(engine, n_prompt, 0, n_depth, rng)
 }
 
 /// Seconds to generate `n_gen` tokens one at a time after the first `n_depth` cached positions
-/// (random ids, as llama-bench does: the sampler is not part of the test).
+/// (random ids, as llama-bench does: the sampler is not part of the test): [`time_prompt_gen`]
+/// without a prompt.
 pub fn time_gen(
     engine: &mut Engine<'_>,
     n_gen: usize,
     n_depth: usize,
     rng: &mut Rng,
 ) -> Result<f64, RuntimeError> {
-    let n_vocab = engine.model().hparams.vocab as usize;
-    start_at(engine, n_depth)?;
-    let t = Instant::now();
-    for _ in 0..n_gen {
-        let tok = rng.token(n_vocab);
-        engine.eval(&[tok], false)?;
-    }
-    Ok(t.elapsed().as_secs_f64())
+    time_prompt_gen(engine, 0, n_gen, n_depth, rng)
 }
 
-/// Seconds of a prompt of `n_prompt` random tokens followed by `n_gen` generated one at a time,
-/// after the first `n_depth` cached positions: llama-bench's `-pg` test.
+/// Seconds of a prompt of `n_prompt` random tokens (one batch as the engine splits it; none
+/// for 0) followed by `n_gen` random tokens evaluated one at a time, after the first `n_depth`
+/// cached positions: every test of `xverse-bench` (pp: `n_gen` 0, tg: `n_prompt` 0, and
+/// llama-bench's `-pg` test with both). The token ids are drawn before the clock starts.
 pub fn time_prompt_gen(
     engine: &mut Engine<'_>,
     n_prompt: usize,
@@ -152,7 +143,9 @@ pub fn time_prompt_gen(
     let gen: Vec<u32> = (0..n_gen).map(|_| rng.token(n_vocab)).collect();
     start_at(engine, n_depth)?;
     let t = Instant::now();
-    engine.eval(&prompt, false)?;
+    if !prompt.is_empty() {
+        engine.eval(&prompt, false)?;
+    }
     for &tok in &gen {
         engine.eval(&[tok], false)?;
     }

@@ -137,7 +137,8 @@ impl Record {
         let ns = self.samples_ns();
         let ns_f: Vec<f64> = ns.iter().map(|&n| n as f64).collect();
         let (avg_ns, sd_ns) = mean_sd(&ns_f);
-        let (avg_ts, sd_ts) = mean_sd(&self.samples_ts());
+        let ts = self.samples_ts();
+        let (avg_ts, sd_ts) = mean_sd(&ts);
         vec![
             (
                 "build_commit",
@@ -170,7 +171,7 @@ impl Record {
             ("bytes_per_token", Real(self.bytes_per_token)),
             ("roofline_fraction", Real(self.roofline())),
             ("samples_ns", Ints(ns)),
-            ("samples_ts", Reals(self.samples_ts())),
+            ("samples_ts", Reals(ts)),
             ("samples_bw", Reals(self.samples_bw.clone())),
         ]
     }

@@ -28,8 +28,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use xverse_runtime::bench::report::{self, Format, Record};
 use xverse_runtime::bench::{
-    bytes_per_token, fill_depth, mean_sd, model_type, time_gen, time_prompt, time_prompt_gen,
-    DepthFill, ReadProbe, Rng,
+    bytes_per_token, fill_depth, mean_sd, model_type, time_prompt_gen, DepthFill, ReadProbe, Rng,
 };
 use xverse_runtime::cli::CacheArgs;
 use xverse_runtime::cpu::attention::Level;
@@ -275,11 +274,8 @@ fn run(cli: Cli) -> Result<(), RuntimeError> {
                     .chain(gens.iter().map(|&g| (0, g)))
                     .chain(cli.pg.iter().copied());
                 for (np, ng) in tests {
-                    let time = |e: &mut Engine<'_>, rng: &mut Rng| match (np, ng) {
-                        (_, 0) => time_prompt(e, np, nd, rng),
-                        (0, _) => time_gen(e, ng, nd, rng),
-                        _ => time_prompt_gen(e, np, ng, nd, rng),
-                    };
+                    let time =
+                        |e: &mut Engine<'_>, rng: &mut Rng| time_prompt_gen(e, np, ng, nd, rng);
                     let test_time = report::utc_now();
                     if !cli.no_warmup {
                         time(&mut engine, &mut rng)?;
